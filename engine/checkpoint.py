@@ -1,0 +1,117 @@
+"""Checkpoints: safetensors weights + a JSON file (model config, quality ladder, provenance).
+
+A shipped model lives in ``engine/checkpoints/<name>/``:
+  weights.safetensors   the CodecNet state dict (float32)
+  model.json            {"config": {...}, "qualities": {"1": {"imp_bias": b, ...}, ...},
+                         "provenance": {...}}
+The ladder's qualities share weights; each shifts the importance map's last bias
+(ModelConfig-independent), which is how one training run yields several rates.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .model import CodecNet, ModelConfig
+
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+DEFAULT_MODEL = "small"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write via a temp file in the same folder + rename, so readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_weights(net: CodecNet, path: str | os.PathLike) -> None:
+    sd = {k: v.detach().cpu().contiguous().float() for k, v in net.state_dict().items()}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(sd, str(tmp))
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Quality:
+    model: str
+    quality: int
+    imp_bias: float
+    fingerprint: str      # sha256 of the weights file + config + bias; files carry 8 bytes of it
+    weights: Path
+    config: ModelConfig
+    meta: dict
+
+
+def list_models() -> list[str]:
+    return sorted(p.name for p in CHECKPOINT_DIR.iterdir() if (p / "model.json").exists()) if CHECKPOINT_DIR.exists() else []
+
+
+def _read_meta(model_dir: Path) -> dict:
+    return json.loads((model_dir / "model.json").read_text())
+
+
+def qualities(model: str = DEFAULT_MODEL, root: Path | None = None) -> list[int]:
+    meta = _read_meta((root or CHECKPOINT_DIR) / model)
+    return sorted(int(q) for q in meta["qualities"])
+
+
+def resolve(model: str = DEFAULT_MODEL, quality: int | None = None, root: Path | None = None) -> Quality:
+    model_dir = (root or CHECKPOINT_DIR) / model
+    if not (model_dir / "model.json").exists():
+        raise ValueError(f"unknown model {model!r}; shipped models: {list_models()}")
+    meta = _read_meta(model_dir)
+    qs = sorted(int(q) for q in meta["qualities"])
+    if quality is None:
+        quality = qs[len(qs) // 2]
+    if quality not in qs:
+        raise ValueError(f"model {model!r} has qualities {qs}, not {quality!r}")
+    qmeta = meta["qualities"][str(quality)]
+    weights = model_dir / meta.get("weights", "weights.safetensors")
+    cfg = ModelConfig.from_dict(meta["config"])
+    h = hashlib.sha256(weights.read_bytes())
+    h.update(cfg.to_json().encode())
+    h.update(repr(float(qmeta["imp_bias"])).encode())
+    return Quality(model, quality, float(qmeta["imp_bias"]), h.hexdigest(), weights, cfg, qmeta)
+
+
+def load_net(q: Quality) -> CodecNet:
+    net = CodecNet(q.config)
+    net.load_state_dict(load_file(str(q.weights)))
+    net.encoder.shift_importance(q.imp_bias)
+    return net.eval()
+
+
+def write_model_dir(model_dir: str | os.PathLike, net: CodecNet, qualities_: dict[int, float],
+                    provenance: dict | None = None, extra: dict | None = None) -> Path:
+    """Write ``weights.safetensors`` + ``model.json`` for a ladder {quality: imp_bias}."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(net, model_dir / "weights.safetensors")
+    meta = {
+        "weights": "weights.safetensors",
+        "config": json.loads(net.cfg.to_json()),
+        "qualities": {str(k): {"imp_bias": float(v), **((extra or {}).get(k, {}))} for k, v in sorted(qualities_.items())},
+        "provenance": provenance or {},
+    }
+    atomic_write_bytes(model_dir / "model.json", json.dumps(meta, indent=1).encode())
+    return model_dir

@@ -1,0 +1,216 @@
+"""The two-stream codec network (Huang, Nguyen, Lai) with Li et al.'s importance map.
+
+Y stream:    Y plane -> ResNet encoder (8x down) -> n sigmoid features + importance map
+             -> levels -> mask -> binarize -> ResNet decoder -> Y'
+CbCr stream: CbCr planes -> ResNet encoder (16x down: chroma is smooth) -> m sigmoid
+             features -> binarize -> decoder that fuses Y-decoder features -> CbCr'
+
+The decoders only ever see what is in the file: the binary codes and the
+quantized importance levels.  Encoder and decoder are separate modules so that
+they can be exported (ONNX/TensorRT) and run on their own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import importance
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n: int = 60            # binary channels of the Y stream (multiple of levels-1)
+    levels: int = 16       # L, importance levels
+    m: int = 8             # binary channels of the CbCr stream (all kept)
+    c1: int = 32           # widths at 1/2, 1/4, 1/8 resolution (Y stream)
+    c2: int = 64
+    c3: int = 96
+    cc: int = 48           # base width of the CbCr stream
+    blocks: int = 2        # ResNet blocks at 1/8 resolution (Y)
+
+    def __post_init__(self):
+        importance.group_size(self.n, self.levels)
+
+    @property
+    def multiple(self) -> int:
+        """Input sides are padded to a multiple of this (the CbCr stream's stride)."""
+        return 16
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+CONFIGS = {
+    "tiny": ModelConfig(n=15, levels=4, m=4, c1=8, c2=8, c3=16, cc=8, blocks=1),
+    "small": ModelConfig(),
+}
+
+
+def conv(cin, cout, k=3, s=1):
+    return nn.Conv2d(cin, cout, k, s, k // 2)
+
+
+class ResBlock(nn.Module):
+    """conv-relu-conv with an identity skip."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c1 = conv(c, c)
+        self.c2 = conv(c, c)
+
+    def forward(self, x):
+        return x + self.c2(F.relu(self.c1(x)))
+
+
+def up(cin, cout):
+    """Sub-pixel 2x upsampling."""
+    return nn.Sequential(conv(cin, 4 * cout), nn.PixelShuffle(2))
+
+
+class Binarize(torch.autograd.Function):
+    """Forward x > 0.5, backward straight-through."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return (x > 0.5).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def binarize(x: torch.Tensor) -> torch.Tensor:
+    return Binarize.apply(x)
+
+
+class Encoder(nn.Module):
+    """(B, 3, H, W) YCbCr in [0,1], H and W multiples of 16 ->
+    y features e (B, n, H/8, W/8) in (0,1), importance p (B, 1, H/8, W/8) in (0,1),
+    CbCr features ec (B, m, H/16, W/16) in (0,1)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c1, c2, c3, cc = cfg.c1, cfg.c2, cfg.c3, cfg.cc
+        self.y = nn.Sequential(
+            nn.PixelUnshuffle(2), conv(4, c1), nn.ReLU(), ResBlock(c1),
+            conv(c1, c2, 3, 2), nn.ReLU(), ResBlock(c2),
+            conv(c2, c3, 3, 2), nn.ReLU(), *[ResBlock(c3) for _ in range(cfg.blocks)],
+        )
+        self.y_head = conv(c3, cfg.n)
+        self.imp = nn.Sequential(conv(c3, c3 // 2), nn.ReLU(), conv(c3 // 2, 1, 1))
+        self.c = nn.Sequential(
+            nn.PixelUnshuffle(2), conv(8, cc // 2), nn.ReLU(),
+            conv(cc // 2, cc // 2, 3, 2), nn.ReLU(), ResBlock(cc // 2),
+            conv(cc // 2, cc, 3, 2), nn.ReLU(), ResBlock(cc),
+            conv(cc, cc, 3, 2), nn.ReLU(), ResBlock(cc),
+        )
+        self.c_head = conv(cc, cfg.m)
+
+    def forward(self, ycc: torch.Tensor):
+        e, logit, ec = self.features(ycc)
+        return e, torch.sigmoid(logit), ec
+
+    def features(self, ycc: torch.Tensor):
+        """Like forward, but the importance map as a logit (training shifts it)."""
+        x = ycc - 0.5
+        fy = self.y(x[:, :1])
+        e = torch.sigmoid(self.y_head(fy))
+        logit = self.imp(fy)
+        ec = torch.sigmoid(self.c_head(self.c(x[:, 1:])))
+        return e, logit, ec
+
+    def shift_importance(self, bias: float) -> None:
+        """Bake a rate offset into the map's last bias: a quality level of the ladder."""
+        with torch.no_grad():
+            self.imp[-1].bias += bias
+
+
+class Decoder(nn.Module):
+    """bits (B, n, h, w) in {0,1} (masked channels ignored), levels (B, 1, h, w)
+    as floats in [0, L-1], color bits (B, m, h/2, w/2) -> YCbCr (B, 3, 8h, 8w)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        c1, c2, c3, cc = cfg.c1, cfg.c2, cfg.c3, cfg.cc
+        self.register_buffer(
+            "req", importance.required_level(cfg.n, cfg.levels).view(1, cfg.n, 1, 1).float(),
+            persistent=False,
+        )
+        self.y8 = nn.Sequential(conv(cfg.n + 1, c3), nn.ReLU(), *[ResBlock(c3) for _ in range(cfg.blocks)])
+        self.y4 = nn.Sequential(up(c3, c2), nn.ReLU(), ResBlock(c2))
+        self.y2 = nn.Sequential(up(c2, c1), nn.ReLU(), ResBlock(c1))
+        self.y1 = up(c1, 1)
+        # CbCr decoder; the fusion layers take projected Y-decoder features.
+        self.c16 = nn.Sequential(conv(cfg.m, cc), nn.ReLU(), ResBlock(cc), up(cc, cc), nn.ReLU())
+        self.f8 = conv(c3, cc, 1)
+        self.c8 = nn.Sequential(conv(2 * cc, cc), nn.ReLU(), ResBlock(cc), up(cc, cc // 2), nn.ReLU())
+        self.f4 = conv(c2, cc // 2, 1)
+        self.c4 = nn.Sequential(conv(cc, cc // 2), nn.ReLU(), ResBlock(cc // 2), up(cc // 2, cc // 4), nn.ReLU())
+        self.c1 = up(cc // 4, 2)
+
+    def forward(self, bits: torch.Tensor, levels: torch.Tensor, cbits: torch.Tensor):
+        mask = (levels >= self.req).to(bits.dtype)
+        return self.decode_signed((2 * bits - 1) * mask, levels, cbits)
+
+    def decode_signed(self, sy: torch.Tensor, levels: torch.Tensor, cbits: torch.Tensor):
+        """sy: Y codes as +-1 where kept and 0 where masked."""
+        x = torch.cat([sy, levels * (2.0 / (self.cfg.levels - 1)) - 1], 1)
+        f8 = self.y8(x)
+        f4 = self.y4(f8)
+        y = self.y1(self.y2(f4))
+        c = self.c16(2 * cbits - 1)
+        c = self.c8(torch.cat([c, F.relu(self.f8(f8))], 1))
+        c = self.c4(torch.cat([c, F.relu(self.f4(f4))], 1))
+        c = self.c1(c)
+        return torch.cat([y, c], 1) + 0.5
+
+
+class CodecNet(nn.Module):
+    """Training-time wrapper: encoder -> quantize/mask/binarize -> decoder."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    def forward(self, ycc: torch.Tensor, imp_bias: torch.Tensor | float = 0.0):
+        """Returns the reconstruction, the soft mask used for it (importance
+        logits shifted by imp_bias) and the soft mask of the unshifted map."""
+        cfg = self.cfg
+        e, logit, ec = self.encoder.features(ycc)
+        p = torch.sigmoid(logit + imp_bias)
+        m = importance.soft_mask(p, cfg.n, cfg.levels)
+        m0 = importance.soft_mask(torch.sigmoid(logit), cfg.n, cfg.levels)
+        q = importance.quantize_levels(p, cfg.levels).to(e.dtype)
+        # Same forward value as Decoder.forward's hard mask, but the gradient
+        # reaches the importance map through soft_mask's ramp.
+        sy = (2 * binarize(e) - 1) * m
+        rec = self.decoder.decode_signed(sy, q, binarize(ec))
+        return rec, m, m0
+
+    def rate_bpp(self, m: torch.Tensor) -> torch.Tensor:
+        """Raw-packing rate estimate: kept Y bits + CbCr bits + map bits per pixel."""
+        cfg = self.cfg
+        y = m.sum(1).mean() / 64.0
+        c = cfg.m / 256.0
+        mp = torch.log2(torch.tensor(float(cfg.levels))) / 64.0
+        return y + c + mp
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,35 @@
+"""Backends that run the networks, one small runner each behind one interface.
+
+A runner is built for one checkpoint quality (:class:`engine.checkpoint.Quality`)
+and exposes::
+
+    encode(ycc)                 # (B,3,H,W) float32 YCbCr in [0,1], H,W multiples of 16
+        -> e (B,n,H/8,W/8), p (B,1,H/8,W/8), ec (B,m,H/16,W/16)   sigmoid outputs
+    decode(bits, levels, cbits) # dense 0/1 Y bits, float levels, 0/1 CbCr bits
+        -> ycc (B,3,H,W) float32 (unclamped)
+
+Tensors in and out are torch tensors on ``runner.device``.  The bit path (mask,
+binarize, pack) is not part of a runner: it lives in :mod:`kernels`.
+"""
+from __future__ import annotations
+
+from .base import Runner, BackendUnavailable  # noqa: F401
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+
+
+def make_runner(q, backend: str = "auto", device: str | None = None, **kw) -> Runner:
+    backend = (backend or "auto").lower()
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        from .select import auto_backend
+        backend = auto_backend(q, device)
+    if backend == "torch":
+        from .torch_runner import TorchRunner
+        return TorchRunner(q, device=device, **kw)
+    if backend == "onnxruntime":
+        from .ort_runner import OrtRunner
+        return OrtRunner(q, device=device, **kw)
+    from .trt_runner import TrtRunner
+    return TrtRunner(q, device=device, **kw)

@@ -1,0 +1,168 @@
+"""Train the two-stream codec: ``python -m engine.train --data DIR --out runs/NAME``.
+
+Loss (Huang et al.): L = |Y-Y'|_1 + gamma (|Cb-Cb'|_1 + |Cr-Cr'|_1) + lambda * L_R,
+with L_R Li et al.'s rate term on the importance map: here the raw bits per
+pixel the (soft) mask keeps, as a hinge above --target-bpp so the rate lands
+where asked.  Each sample's map logits are shifted by a random offset in
+[-bias_range, bias_range] so that one model serves a ladder of rates (a
+quality shifts the map by a fixed offset at inference).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import save_weights
+from .color import rgb_to_ycbcr
+from .data import CropSampler, list_images, split
+from .model import CONFIGS, CodecNet, ModelConfig, n_params
+
+
+def psnr(a, b):
+    mse = torch.mean((a - b) ** 2).clamp_min(1e-10)
+    return float(10 * torch.log10(1 / mse))
+
+
+def loss_fn(net, rec, ycc, m, m0, args):
+    d = (rec - ycc).abs().mean((0, 2, 3))
+    dist = d[0] + args.gamma * (d[1] + d[2])
+    rate = net.rate_bpp(m)
+    rate0 = net.rate_bpp(m0)
+    loss = dist + args.lam * torch.relu(rate0 - args.target_bpp)
+    return loss, dist, rate, rate0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="folder of training images (never the test set)")
+    ap.add_argument("--out", required=True, help="run folder: checkpoints + log")
+    ap.add_argument("--config", default="small", choices=sorted(CONFIGS))
+    ap.add_argument("--steps", type=int, default=12000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--patch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--min-lr-frac", type=float, default=0.05)
+    ap.add_argument("--gamma", type=float, default=1.0, help="chroma weight in L_D")
+    ap.add_argument("--lam", type=float, default=1.0, help="weight of the rate hinge")
+    ap.add_argument("--target-bpp", type=float, default=0.30, help="raw bpp of the unshifted map")
+    ap.add_argument("--bias-range", type=float, default=2.0)
+    ap.add_argument("--holdout", type=int, default=20, help="training images kept out for validation")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--log-every", type=int, default=100)
+    ap.add_argument("--save-every", type=int, default=500)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if args.device == "auto" else args.device))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    cfg = CONFIGS[args.config]
+    net = CodecNet(cfg).to(dev)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    step = 0
+    state_path = out / "state.pt"
+    if state_path.exists():
+        st = torch.load(state_path, map_location=dev, weights_only=False)
+        if st["config"] != json.loads(cfg.to_json()):
+            sys.exit(f"{state_path} was trained with another config; use a new --out")
+        net.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+        torch.set_rng_state(st["rng"])
+        print(f"resumed from step {step}", flush=True)
+
+    paths = list_images(args.data)
+    train_paths, val_paths = split(paths, args.holdout)
+    (out / "split.json").write_text(json.dumps({"train": [p.name for p in train_paths],
+                                                "val": [p.name for p in val_paths]}, indent=1))
+    t0 = time.time()
+    sampler = CropSampler(train_paths, args.patch, args.seed + step)
+    print(f"{len(sampler.images)} training images loaded in {time.time() - t0:.0f}s; "
+          f"{n_params(net)} parameters; device {dev}", flush=True)
+
+    def lr_at(s):
+        if s < args.warmup:
+            return args.lr * (s + 1) / args.warmup
+        t = min(1.0, (s - args.warmup) / max(1, args.steps - args.warmup))
+        return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))
+
+    log = open(out / "log.jsonl", "a")
+    acc = {"loss": 0.0, "dist": 0.0, "bpp": 0.0, "bpp0": 0.0, "psnr": 0.0, "n": 0}
+    t_last = time.time()
+    try:
+        from tqdm import tqdm
+        bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5, disable=not sys.stderr.isatty())
+    except ImportError:  # pragma: no cover
+        bar = None
+    net.train()
+    while step < args.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        rgb = sampler.batch(args.batch).to(dev, non_blocking=True)
+        ycc = rgb_to_ycbcr(rgb)
+        bias = (torch.rand(args.batch, 1, 1, 1, device=dev) * 2 - 1) * args.bias_range
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            rec, m, m0 = net(ycc, bias)
+        loss, dist, rate, rate0 = loss_fn(net, rec.float(), ycc, m.float(), m0.float(), args)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        scaler.step(opt)
+        scaler.update()
+        step += 1
+        if bar:
+            bar.update(1)
+        acc["loss"] += float(loss); acc["dist"] += float(dist); acc["bpp"] += float(rate)
+        acc["bpp0"] += float(rate0); acc["n"] += 1
+        acc["psnr"] += psnr(rec.detach().float().clamp(0, 1), ycc)
+        if step % args.log_every == 0 or step == args.steps:
+            n = acc.pop("n")
+            rec_ = {k: round(v / n, 5) for k, v in acc.items()}
+            rec_.update(step=step, lr=lr_at(step), sec_per_step=round((time.time() - t_last) / n, 3))
+            log.write(json.dumps(rec_) + "\n"); log.flush()
+            msg = (f"step {step} loss {rec_['loss']:.4f} L1 {rec_['dist']:.4f} est.bpp(raw) {rec_['bpp']:.3f} "
+                   f"(unshifted {rec_['bpp0']:.3f}) PSNR-YCbCr {rec_['psnr']:.2f} {rec_['sec_per_step']}s/step")
+            (bar.write(msg) if bar else print(msg, flush=True))
+            acc = {k: 0.0 for k in acc}; acc["n"] = 0
+            t_last = time.time()
+        if step % args.save_every == 0 or step == args.steps:
+            tmp = out / "state.pt.tmp"
+            torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
+                        "config": json.loads(cfg.to_json()), "rng": torch.get_rng_state(),
+                        "args": vars(args)}, tmp)
+            os.replace(tmp, state_path)
+            save_weights(net, out / "weights.safetensors")
+            (out / "train.json").write_text(json.dumps({
+                "config": json.loads(cfg.to_json()), "args": vars(args), "step": step,
+                "patches_seen": step * args.batch, "machine": f"{platform.machine()} {platform.processor()} "
+                f"{os.cpu_count()} cpus, torch {torch.__version__}, device {dev}",
+                "command": "python -m engine.train " + " ".join(sys.argv[1:] if argv is None else argv),
+            }, indent=1))
+    if bar:
+        bar.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Plain-torch bit path: the reference every fast path is checked against.
+
+Layout (docs/bitstream.md, "payload"): for one image, locations in raster order
+(row y, then column x); at each location the *kept* channels 0..k-1 in channel
+order, k = level * n // (L - 1); one bit each, ``e > 0.5``; packed MSB-first into
+bytes, the last byte zero-padded.  CbCr codes use the same order with all m
+channels kept.  Masked-out bits never reach the payload.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine import importance
+
+
+@dataclass
+class Packed:
+    """One image's bit-path output."""
+    levels: np.ndarray        # (h, w) uint8
+    ybits: bytes              # kept Y bits, packed MSB-first
+    ynbits: int               # number of valid bits in ybits
+    cbits: bytes              # CbCr bits, packed MSB-first
+    cnbits: int
+
+
+def quantize(p: torch.Tensor, levels: int) -> torch.Tensor:
+    """(B, 1, h, w) importance -> uint8 levels."""
+    return importance.quantize_levels(p, levels).to(torch.uint8)
+
+
+def pack(e: torch.Tensor, p: torch.Tensor, ec: torch.Tensor, n: int, levels: int) -> list[Packed]:
+    """Sigmoid features e (B, n, h, w), importance p (B, 1, h, w), CbCr features
+    ec (B, m, h/2, w/2) -> one :class:`Packed` per image."""
+    q = quantize(p, levels)
+    mask = importance.channel_mask(q.to(torch.int64), n, levels).bool()
+    yb = (e > 0.5)
+    cb = (ec > 0.5)
+    out = []
+    for i in range(e.shape[0]):
+        ysel = yb[i].permute(1, 2, 0)[mask[i].permute(1, 2, 0)].cpu().numpy()
+        csel = cb[i].permute(1, 2, 0).reshape(-1).cpu().numpy()
+        out.append(Packed(q[i, 0].cpu().numpy(), np.packbits(ysel).tobytes(), int(ysel.size),
+                          np.packbits(csel).tobytes(), int(csel.size)))
+    return out
+
+
+def expected_ybits(levels: np.ndarray, n: int, L: int) -> int:
+    return int(levels.astype(np.int64).sum()) * importance.group_size(n, L)
+
+
+def unpack(items: list[Packed], n: int, m: int, levels: int, dtype=torch.float32, device="cpu"):
+    """Packed images (all the same h, w) -> levels (B, 1, h, w) float, dense Y bits
+    (B, n, h, w) with zeros where masked, CbCr bits (B, m, h/2, w/2)."""
+    B = len(items)
+    h, w = items[0].levels.shape
+    q = torch.from_numpy(np.stack([it.levels for it in items])).to(device).view(B, 1, h, w)
+    mask = importance.channel_mask(q.to(torch.int64), n, levels).bool().permute(0, 2, 3, 1)
+    ybits = np.concatenate([np.unpackbits(np.frombuffer(it.ybits, np.uint8), count=it.ynbits) for it in items])
+    dense = torch.zeros(B, h, w, n, dtype=dtype, device=device)
+    dense[mask] = torch.from_numpy(ybits).to(device=device, dtype=dtype)
+    hc, wc = (h + 1) // 2, (w + 1) // 2
+    cbits = np.stack([np.unpackbits(np.frombuffer(it.cbits, np.uint8), count=it.cnbits) for it in items])
+    cdense = torch.from_numpy(cbits).to(device=device, dtype=dtype).view(B, hc, wc, m).permute(0, 3, 1, 2)
+    return q.to(dtype), dense.permute(0, 3, 1, 2).contiguous(), cdense.contiguous()
