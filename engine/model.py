@@ -111,6 +111,7 @@ class Encoder(nn.Module):
         )
         self.y_head = conv(c3, cfg.n)
         self.imp = nn.Sequential(conv(c3, c3 // 2), nn.ReLU(), conv(c3 // 2, 1, 1))
+        nn.init.constant_(self.imp[-1].bias, -1.0)  # start near p = 0.27 (level 4 of 16)
         self.c = nn.Sequential(
             nn.PixelUnshuffle(2), conv(8, cc // 2), nn.ReLU(),
             conv(cc // 2, cc // 2, 3, 2), nn.ReLU(), ResBlock(cc // 2),

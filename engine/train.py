@@ -33,12 +33,12 @@ def psnr(a, b):
     return float(10 * torch.log10(1 / mse))
 
 
-def loss_fn(net, rec, ycc, m, m0, args):
+def loss_fn(net, rec, ycc, m, m0, args, lam):
     d = (rec - ycc).abs().mean((0, 2, 3))
     dist = d[0] + args.gamma * (d[1] + d[2])
     rate = net.rate_bpp(m)
     rate0 = net.rate_bpp(m0)
-    loss = dist + args.lam * torch.relu(rate0 - args.target_bpp)
+    loss = dist + lam * torch.relu(rate0 - args.target_bpp)
     return loss, dist, rate, rate0
 
 
@@ -56,6 +56,7 @@ def main(argv=None):
     ap.add_argument("--gamma", type=float, default=1.0, help="chroma weight in L_D")
     ap.add_argument("--lam", type=float, default=1.0, help="weight of the rate hinge")
     ap.add_argument("--target-bpp", type=float, default=0.30, help="raw bpp of the unshifted map")
+    ap.add_argument("--rate-warmup", type=int, default=2000, help="steps over which lambda ramps up")
     ap.add_argument("--bias-range", type=float, default=2.0)
     ap.add_argument("--holdout", type=int, default=20, help="training images kept out for validation")
     ap.add_argument("--seed", type=int, default=0)
@@ -124,7 +125,10 @@ def main(argv=None):
         bias = (torch.rand(args.batch, 1, 1, 1, device=dev) * 2 - 1) * args.bias_range
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             rec, m, m0 = net(ycc, bias)
-        loss, dist, rate, rate0 = loss_fn(net, rec.float(), ycc, m.float(), m0.float(), args)
+        # The rate term is ramped in: at the start the decoder does not use the
+        # bits yet, and a full-strength rate gradient collapses the map to level 0.
+        lam = args.lam * min(1.0, step / max(1, args.rate_warmup))
+        loss, dist, rate, rate0 = loss_fn(net, rec.float(), ycc, m.float(), m0.float(), args, lam)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
@@ -134,8 +138,8 @@ def main(argv=None):
         step += 1
         if bar:
             bar.update(1)
-        acc["loss"] += float(loss); acc["dist"] += float(dist); acc["bpp"] += float(rate)
-        acc["bpp0"] += float(rate0); acc["n"] += 1
+        acc["loss"] += loss.item(); acc["dist"] += dist.item(); acc["bpp"] += rate.item()
+        acc["bpp0"] += rate0.item(); acc["n"] += 1
         acc["psnr"] += psnr(rec.detach().float().clamp(0, 1), ycc)
         if step % args.log_every == 0 or step == args.steps:
             n = acc.pop("n")

@@ -13,7 +13,7 @@ binarize, pack) is not part of a runner: it lives in :mod:`kernels`.
 """
 from __future__ import annotations
 
-from .base import Runner, BackendUnavailable  # noqa: F401
+from .base import Runner, BackendUnavailable, ArtifactMismatch  # noqa: F401
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
@@ -24,7 +24,7 @@ def make_runner(q, backend: str = "auto", device: str | None = None, **kw) -> Ru
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         from .select import auto_backend
-        backend = auto_backend(q, device)
+        backend = auto_backend(q, device, build_dir=kw.get("build_dir"), precision=kw.get("precision", "fp32"))
     if backend == "torch":
         from .torch_runner import TorchRunner
         return TorchRunner(q, device=device, **kw)

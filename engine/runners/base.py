@@ -7,6 +7,14 @@ class BackendUnavailable(RuntimeError):
     """The requested backend (or its artifacts) is not available on this machine."""
 
 
+class ArtifactMismatch(BackendUnavailable):
+    """Build artifacts exist but do not belong to the checkpoint (or options) asked for.
+
+    Raised instead of silently running stale ONNX graphs / TensorRT engines; the
+    message carries the ``python -m engine.build ...`` command that rebuilds them.
+    """
+
+
 class Runner:
     name = "base"
     device: torch.device

@@ -1,0 +1,159 @@
+"""Command line: ``python -m engine compress|decompress ...``.
+
+  python -m engine compress IMG|DIR|GLOB... -o OUTDIR [--quality Q] [--batch N] [--entropy context|none]
+  python -m engine decompress FILE|DIR|GLOB... -o OUTDIR [--batch N]
+
+Outputs are written atomically (temp file + rename).  An existing output is
+skipped (so an interrupted run resumes where it stopped) unless --force; an
+input is never overwritten.  A bad input is reported and the others still
+go through.  Errors: one line each on stderr, exit code 2 if any input failed.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+EXT = ".hnlc"
+
+
+def _parser():
+    ap = argparse.ArgumentParser(prog="python -m engine", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("compress", "decompress"):
+        p = sub.add_parser(name)
+        p.add_argument("inputs", nargs="+", help="files, folders or glob patterns")
+        p.add_argument("-o", "--out", required=True, help="output folder")
+        p.add_argument("--model", default=None)
+        p.add_argument("--model-dir", default=None, help="folder holding model folders (default: shipped)")
+        p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+        p.add_argument("--kernels", default=None, choices=["auto", "torch", "triton"])
+        p.add_argument("--batch", type=int, default=8, help="images per network batch")
+        p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+        p.add_argument("--max-pixels", type=int, default=None)
+        p.add_argument("--quiet", action="store_true")
+        if name == "compress":
+            p.add_argument("-q", "--quality", type=int, default=None)
+            p.add_argument("--entropy", default="context", choices=["context", "none"])
+    return ap
+
+
+def _expand(inputs: list[str], exts) -> list[Path]:
+    import glob
+    out = []
+    for s in inputs:
+        p = Path(s)
+        if p.is_dir():
+            out += sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in exts)
+        elif any(c in s for c in "*?[") and not p.exists():
+            out += sorted(Path(g) for g in glob.glob(s) if Path(g).is_file())
+        else:
+            out.append(p)
+    return out
+
+
+def _png(rgb) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def run(args) -> int:
+    import engine
+    from .checkpoint import DEFAULT_MODEL, atomic_write_bytes
+    from .data import IMAGE_EXTS
+    from .errors import EngineError
+    from .imageio import DEFAULT_MAX_PIXELS
+
+    kw = dict(model=args.model or DEFAULT_MODEL, backend=args.backend, kernels=args.kernels,
+              max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, root=args.model_dir)
+    comp = args.cmd == "compress"
+    codec = engine.Codec(quality=args.quality, entropy=args.entropy, **kw) if comp else engine.Codec(**kw)
+    files = _expand(args.inputs, IMAGE_EXTS if comp else {EXT})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = {f.resolve() for f in files}
+    failures: list[tuple[Path, str]] = []
+    todo, skipped = [], 0
+    for f in files:
+        dst = out / (f.stem + (EXT if comp else ".png"))
+        if dst.resolve() in inputs:
+            failures.append((f, f"output {dst} would overwrite an input; choose another output folder"))
+        elif dst.exists() and not args.force:
+            skipped += 1
+        else:
+            todo.append((f, dst))
+    from tqdm import tqdm
+    bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not todo, file=sys.stderr)
+    t0 = time.perf_counter()
+    nbytes_in = nbytes_out = 0
+    bpps = []
+    done = 0
+    for s in range(0, len(todo), max(1, args.batch)):
+        chunk = todo[s:s + max(1, args.batch)]
+        if comp:
+            res = codec.compress_batch([f for f, _ in chunk], batch_size=args.batch, errors="return")
+        else:
+            blobs = []
+            for f, _ in chunk:
+                try:
+                    blobs.append(f.read_bytes())
+                except OSError as e:
+                    blobs.append(EngineError(f"cannot read {f}: {e.strerror or e}"))
+            ok = [b for b in blobs if isinstance(b, bytes)]
+            dec = iter(codec.decompress_batch(ok, batch_size=args.batch, errors="return"))
+            res = [next(dec) if isinstance(b, bytes) else b for b in blobs]
+            nbytes_in += sum(len(b) for b in ok)
+        for (f, dst), r in zip(chunk, res):
+            if isinstance(r, BaseException):
+                failures.append((f, str(r)))
+                continue
+            try:
+                if comp:
+                    atomic_write_bytes(dst, r)
+                    nbytes_out += len(r)
+                    w, h = _size_of(r)
+                    bpps.append(len(r) * 8 / (w * h))
+                else:
+                    data = _png(r)
+                    atomic_write_bytes(dst, data)
+                    nbytes_out += len(data)
+                done += 1
+            except OSError as e:
+                failures.append((f, f"cannot write {dst}: {e.strerror or e}"))
+        bar.update(len(chunk))
+        dt = max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix_str(f"{(s + len(chunk)) / dt:.2f} img/s, {nbytes_out / dt / 1e6:.2f} MB/s out")
+    bar.close()
+    for f, msg in failures:
+        print(f"error: {f}: {msg}", file=sys.stderr)
+    if not args.quiet:
+        summary = f"{done} {'compressed' if comp else 'decompressed'}, {skipped} skipped (output exists), {len(failures)} failed"
+        if bpps:
+            summary += f"; mean {sum(bpps) / len(bpps):.4f} bpp"
+        print(summary, file=sys.stderr)
+    return 2 if failures else 0
+
+
+def _size_of(data: bytes) -> tuple[int, int]:
+    import struct
+    k = data[8]
+    return struct.unpack_from("<II", data, 9 + k + 8)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from .errors import EngineError
+    try:
+        return run(args)
+    except (EngineError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

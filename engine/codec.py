@@ -1,0 +1,217 @@
+"""The codec API: one obvious path from an image to bytes and back.
+
+    codec = engine.Codec(quality=3)
+    data = codec.compress(img)        # PIL image, HxWx3 uint8 array, CHW tensor or path
+    rgb = codec.decompress(data)      # HxWx3 uint8
+
+Pipeline: image -> padded YCbCr planes -> runner.encode (torch / ONNX Runtime /
+TensorRT) -> bit path (kernels: quantize, mask, binarize, pack) -> entropy coder
+-> container.  Decoding runs the same steps backwards.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import bitstream, checkpoint, entropy
+from .color import rgb_to_ycbcr, ycbcr_to_rgb
+from .errors import BitstreamError
+from .imageio import COLOR_GRAY, DEFAULT_MAX_PIXELS, to_rgb
+
+
+def preprocess(rgb: np.ndarray, multiple: int, device="cpu") -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H', W') float32 YCbCr, replicate-padded to a multiple."""
+    h, w = rgb.shape[:2]
+    if not rgb.flags.writeable:
+        rgb = rgb.copy()
+    x = torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float().div_(255)
+    ycc = rgb_to_ycbcr(x)
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        ycc = F.pad(ycc, (0, pw, 0, ph), mode="replicate")
+    return ycc
+
+
+def postprocess(ycc: torch.Tensor, h: int, w: int, gray: bool = False) -> np.ndarray:
+    """(1, 3, H', W') YCbCr -> (h, w, 3) uint8 RGB (rounded, clamped, cropped)."""
+    ycc = ycc[:, :, :h, :w].float()
+    if gray:
+        ycc = torch.cat([ycc[:, :1], torch.full_like(ycc[:, 1:], 0.5)], 1)
+    rgb = ycbcr_to_rgb(ycc).clamp(0, 1).mul(255).round().to(torch.uint8)
+    return rgb[0].permute(1, 2, 0).contiguous().cpu().numpy()
+
+
+@dataclass
+class _Model:
+    q: checkpoint.Quality
+    runner: object
+    tables: entropy.Tables
+    stream_id: bytes
+
+
+def _load_tables(q: checkpoint.Quality) -> entropy.Tables:
+    cfg = q.config
+    path = q.weights.parent / "entropy.safetensors"
+    if path.exists():
+        from safetensors.numpy import load_file
+        d = load_file(str(path))
+        key = f"q{q.quality}."
+        if key + "map" in d:
+            return entropy.Tables(d[key + "map"].astype(np.uint32), d[key + "y"], d[key + "c"])
+    return entropy.Tables.flat(cfg.n, cfg.levels, cfg.m)
+
+
+class Codec:
+    """A model quality + a backend + a bit path + an entropy mode.
+
+    quality   1..K, a rung of the model's rate ladder (None: the middle one)
+    model     a shipped model name (``engine.checkpoint.list_models()``)
+    backend   "auto" | "torch" | "onnxruntime" | "tensorrt"
+    kernels   "auto" | "torch" | "triton" (else ENGINE_KERNELS)
+    entropy   "context" (default) | "none" (raw packing)
+    """
+
+    def __init__(self, quality: int | None = None, model: str = checkpoint.DEFAULT_MODEL,
+                 backend: str = "auto", kernels: str | None = None, entropy: str = "context",
+                 device: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 root: str | Path | None = None, threads: int | None = None):
+        from kernels import kernel_choice
+        if entropy not in bitstream.ENTROPY_NAMES:
+            raise ValueError(f"entropy must be one of {sorted(bitstream.ENTROPY_NAMES)}, got {entropy!r}")
+        self.entropy_mode = bitstream.ENTROPY_NAMES[entropy]
+        self.kernels = kernel_choice(kernels)
+        self.backend = backend
+        self.device = device
+        self.max_pixels = int(max_pixels)
+        self.root = Path(root) if root else None
+        self.threads = threads
+        self.model_name = model
+        self._models: dict[int, _Model] = {}
+        self._main = self._load(quality)
+        self.quality = self._main.q.quality
+
+    # ------------------------------------------------------------------ models
+    def _load(self, quality: int | None) -> _Model:
+        from .runners import make_runner
+        q = checkpoint.resolve(self.model_name, quality, root=self.root)
+        if q.quality in self._models:
+            return self._models[q.quality]
+        tables = _load_tables(q)
+        h = hashlib.sha256(q.fingerprint.encode())
+        for v in tables.as_dict().values():
+            h.update(np.ascontiguousarray(v).tobytes())
+        runner = make_runner(q, self.backend, self.device, threads=self.threads)
+        mdl = _Model(q, runner, tables, h.digest()[:8])
+        self._models[q.quality] = mdl
+        return mdl
+
+    @property
+    def config(self):
+        return self._main.q.config
+
+    @property
+    def runner(self):
+        return self._main.runner
+
+    def _bitpath(self, device):
+        from kernels import get_bitpath
+        return get_bitpath(self.kernels, str(device))
+
+    # ------------------------------------------------------------------ encode
+    def compress(self, img) -> bytes:
+        rgb, color = to_rgb(img, self.max_pixels)
+        return self._compress_rgb(rgb, color)
+
+    def _compress_rgb(self, rgb: np.ndarray, color: int) -> bytes:
+        mdl = self._main
+        cfg = mdl.q.config
+        h, w = rgb.shape[:2]
+        ycc = preprocess(rgb, cfg.multiple, mdl.runner.device)
+        e, p, ec = mdl.runner.encode(ycc)
+        packed = self._bitpath(e.device).pack(e, p, ec, cfg.n, cfg.levels)[0]
+        return self._serialize(mdl, packed, h, w, color)
+
+    def _serialize(self, mdl: _Model, packed, h: int, w: int, color: int) -> bytes:
+        cfg = mdl.q.config
+        gray = color == COLOR_GRAY
+        if self.entropy_mode == bitstream.ENTROPY_RAW:
+            msec = entropy.pack_map_raw(packed.levels, cfg.levels)
+            ysec = packed.ybits
+            csec = b"" if gray else packed.cbits
+        else:
+            from kernels import reference
+            _, yd, cd = reference.unpack([packed], cfg.n, cfg.m, cfg.levels, dtype=torch.uint8)
+            msec = entropy.encode_map(packed.levels, cfg.levels, mdl.tables)
+            ysec, csec = entropy.encode_codes(packed.levels, yd[0].numpy(), None if gray else cd[0].numpy(),
+                                              cfg.n, cfg.levels, mdl.tables)
+        hdr = bitstream.Header(self.entropy_mode, color, mdl.q.quality, mdl.q.model, mdl.stream_id, w, h)
+        return bitstream.write(hdr, msec, ysec, csec)
+
+    def compress_batch(self, images, batch_size: int = 8, errors: str = "raise", **kw) -> list:
+        """Many images -> list of bytes, identical to :meth:`compress` one by one.
+        ``errors="return"`` puts the exception in a failed item's place."""
+        from .batch import compress_batch
+        return compress_batch(self, images, batch_size=batch_size, errors=errors, **kw)
+
+    def decompress_batch(self, blobs, batch_size: int = 8, errors: str = "raise", **kw) -> list:
+        from .batch import decompress_batch
+        return decompress_batch(self, blobs, batch_size=batch_size, errors=errors, **kw)
+
+    # ------------------------------------------------------------------ decode
+    def _model_for(self, hdr: bitstream.Header) -> _Model:
+        if hdr.model != self.model_name:
+            raise BitstreamError(f"file was made by model {hdr.model!r} quality {hdr.quality}; this codec runs "
+                                 f"model {self.model_name!r}: use engine.Codec(model={hdr.model!r})")
+        try:
+            mdl = self._load(hdr.quality)
+        except ValueError as e:
+            raise BitstreamError(f"file needs model {hdr.model!r} quality {hdr.quality}, which is not "
+                                 f"available here: {e}") from None
+        if mdl.stream_id != hdr.stream_id:
+            raise BitstreamError(f"file was made by a different version of model {hdr.model!r} quality "
+                                 f"{hdr.quality} (stream id {hdr.stream_id.hex()}, installed "
+                                 f"{mdl.stream_id.hex()}): decode it with the engine version that wrote it")
+        return mdl
+
+    def parse(self, data: bytes):
+        """Validate a file and entropy-decode it -> (header, model, levels, ydense, cdense) numpy."""
+        hdr, msec, ysec, csec = bitstream.read(data, self.max_pixels)
+        mdl = self._model_for(hdr)
+        cfg = mdl.q.config
+        mult = cfg.multiple
+        H, W = -(-hdr.height // mult) * mult, -(-hdr.width // mult) * mult
+        h, w, hc, wc = H // 8, W // 8, H // 16, W // 16
+        gray = hdr.color == COLOR_GRAY
+        if hdr.entropy == bitstream.ENTROPY_RAW:
+            levels = entropy.unpack_map_raw(msec, h, w, cfg.levels)
+            from kernels import reference
+            ny = int(levels.astype(np.int64).sum()) * (cfg.n // (cfg.levels - 1))
+            nc = 0 if gray else cfg.m * hc * wc
+            if len(ysec) != (ny + 7) // 8 or len(csec) != (nc + 7) // 8:
+                raise BitstreamError(f"code sections have {len(ysec)}+{len(csec)} bytes, the map implies "
+                                     f"{(ny + 7) // 8}+{(nc + 7) // 8}")
+            packed = reference.Packed(levels, ysec, ny, csec if not gray else bytes((cfg.m * hc * wc + 7) // 8),
+                                      cfg.m * hc * wc)
+            return hdr, mdl, packed
+        levels = entropy.decode_map(msec, h, w, cfg.levels, mdl.tables)
+        yd, cd = entropy.decode_codes(levels, ysec, csec, cfg.n, cfg.levels, cfg.m, hc, wc, mdl.tables, gray)
+        return hdr, mdl, (levels, yd, cd)
+
+    def decompress(self, data: bytes) -> np.ndarray:
+        hdr, mdl, dec = self.parse(data)
+        cfg = mdl.q.config
+        dev = mdl.runner.device
+        if isinstance(dec, tuple):
+            levels, yd, cd = dec
+            lv = torch.from_numpy(levels).to(dev)[None, None].float()
+            bits = torch.from_numpy(yd).to(dev)[None].float()
+            cbits = torch.from_numpy(cd).to(dev)[None].float()
+        else:
+            lv, bits, cbits = self._bitpath(dev).unpack([dec], cfg.n, cfg.m, cfg.levels, device=dev)
+        ycc = mdl.runner.decode(bits, lv, cbits)
+        return postprocess(ycc, hdr.height, hdr.width, gray=hdr.color == COLOR_GRAY)

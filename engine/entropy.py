@@ -1,0 +1,286 @@
+"""Entropy coding of the importance map and the binary codes.
+
+Two modes (the file header says which):
+
+* raw (``--entropy none``): the map at ceil(log2 L) bits per location, the kept
+  bits exactly as the bit path packed them.
+* context: a range coder (constriction's queue coder) driven by *static*
+  probability tables fitted on training images and shipped with the model.
+  Probabilities are integers (Bernoulli: p1 = t / 2**16; map: rows of counts
+  summing to 2**16), so every float the coder sees is an exact dyadic number and
+  a file decodes identically on any machine and backend.
+
+Contexts
+  map level at (y, x):  (level above, level to the left), L meaning "outside";
+                        coded along anti-diagonals so each step is one vector call.
+  code bit (k, y, x):   channel k, importance level, bit of channel k-1 at the same
+                        location, and - for the second half of a checkerboard - the
+                        number of ones and zeros among the four kept neighbours of
+                        channel k (coded in the first half).  Two vector calls per
+                        channel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BitstreamError
+
+ONE = 1 << 16
+_SPATIAL = 25   # (ones, zeros) among 4 neighbours -> ones * 5 + zeros
+
+
+def _constriction():
+    import constriction
+    return constriction.stream
+
+
+def nbits_for(levels: int) -> int:
+    return max(1, int(np.ceil(np.log2(levels))))
+
+
+# ----------------------------------------------------------------------------- raw
+
+def pack_map_raw(levels: np.ndarray, L: int) -> bytes:
+    nb = nbits_for(L)
+    bits = np.unpackbits(levels.reshape(-1, 1).astype(np.uint8), axis=1)[:, 8 - nb:]
+    return np.packbits(bits.reshape(-1)).tobytes()
+
+
+def unpack_map_raw(sec: bytes, h: int, w: int, L: int) -> np.ndarray:
+    nb = nbits_for(L)
+    need = (h * w * nb + 7) // 8
+    if len(sec) != need:
+        raise BitstreamError(f"map section has {len(sec)} bytes, expected {need}")
+    bits = np.unpackbits(np.frombuffer(sec, np.uint8), count=h * w * nb).reshape(-1, nb)
+    vals = np.zeros((h * w,), np.int64)
+    for i in range(nb):
+        vals = (vals << 1) | bits[:, i]
+    if vals.max(initial=0) >= L:
+        raise BitstreamError(f"importance level {int(vals.max())} out of range (L = {L})")
+    return vals.astype(np.uint8).reshape(h, w)
+
+
+# ----------------------------------------------------------------------------- tables
+
+@dataclass
+class Tables:
+    """Integer probability tables of one model quality."""
+    map: np.ndarray   # (L+1, L+1, L) uint32, rows sum to 2**16
+    y: np.ndarray     # (2, n, L, 3, 25) uint16, P(bit = 1) * 2**16
+    c: np.ndarray     # (2, m, 1, 3, 25) uint16
+
+    @classmethod
+    def flat(cls, n: int, L: int, m: int) -> "Tables":
+        row = np.full(L, ONE // L, np.uint32)
+        row[0] += ONE - row.sum()
+        return cls(np.tile(row, (L + 1, L + 1, 1)),
+                   np.full((2, n, L, 3, _SPATIAL), ONE // 2, np.uint16),
+                   np.full((2, m, 1, 3, _SPATIAL), ONE // 2, np.uint16))
+
+    def as_dict(self, prefix: str = "") -> dict:
+        return {prefix + "map": self.map, prefix + "y": self.y, prefix + "c": self.c}
+
+
+def _normalize_rows(counts: np.ndarray) -> np.ndarray:
+    """Counts (..., L) -> integer rows summing to exactly 2**16, each entry >= 1."""
+    c = counts.astype(np.int64) * 2 + 1
+    L = c.shape[-1]
+    t = (c * (ONE - L)) // c.sum(-1, keepdims=True) + 1
+    rem = ONE - t.sum(-1)
+    idx = np.argmax(t, -1)
+    np.put_along_axis(t, idx[..., None], np.take_along_axis(t, idx[..., None], -1) + rem[..., None], -1)
+    return t.astype(np.uint32)
+
+
+def _p1(ones: np.ndarray, total: np.ndarray) -> np.ndarray:
+    p = (ones + 0.5) / (total + 1.0)
+    return np.clip(np.rint(p * ONE), 64, ONE - 64).astype(np.uint16)
+
+
+# ----------------------------------------------------------------------------- contexts
+
+def _diagonals(h: int, w: int):
+    for d in range(h + w - 1):
+        ys = np.arange(max(0, d - w + 1), min(h - 1, d) + 1)
+        yield ys, d - ys
+
+
+def _map_ctx(levels: np.ndarray, ys, xs, L: int) -> np.ndarray:
+    up = np.where(ys > 0, levels[np.maximum(ys - 1, 0), xs], L)
+    left = np.where(xs > 0, levels[ys, np.maximum(xs - 1, 0)], L)
+    return up.astype(np.int64) * (L + 1) + left
+
+
+def _neighbour_counts(bits: np.ndarray, kept: np.ndarray):
+    """Ones and zeros among the 4-neighbours that are kept."""
+    one = np.pad(bits.astype(np.int8) & kept, 1)
+    zero = np.pad((1 - bits.astype(np.int8)) & kept, 1)
+    n1 = one[:-2, 1:-1] + one[2:, 1:-1] + one[1:-1, :-2] + one[1:-1, 2:]
+    n0 = zero[:-2, 1:-1] + zero[2:, 1:-1] + zero[1:-1, :-2] + zero[1:-1, 2:]
+    return n1, n0
+
+
+class _Planes:
+    """Shared context logic for the Y codes (masked by level) and CbCr codes."""
+
+    def __init__(self, C: int, q: np.ndarray | None, req: np.ndarray | None, Lq: int):
+        self.C, self.q, self.req, self.Lq = C, q, req, Lq
+        self.h, self.w = q.shape
+        yy, xx = np.indices((self.h, self.w))
+        self.anchor = (yy + xx) % 2 == 0
+
+    def kept(self, k: int) -> np.ndarray:
+        return self.q >= self.req[k]
+
+    def idx(self, part: int, k: int, qsel, prev_sel, spatial_sel) -> np.ndarray:
+        return (((part * self.C + k) * self.Lq + qsel) * 3 + prev_sel) * _SPATIAL + spatial_sel
+
+
+def _walk(planes: _Planes, bits: np.ndarray, visit):
+    """Visit (k, part, positions-mask, context-index) in coding order; ``visit``
+    returns the bits at those positions (read for encoding, decoded for decoding)
+    and they are stored into ``bits`` before later contexts are computed."""
+    qctx = planes.q.astype(np.int64) if planes.Lq > 1 else np.zeros_like(planes.q, np.int64)
+    for k in range(planes.C):
+        kept = planes.kept(k)
+        if not kept.any():
+            continue
+        prev = np.zeros_like(qctx) if k == 0 else 1 + bits[k - 1].astype(np.int64)
+        for part in (0, 1):
+            sel = kept & (planes.anchor if part == 0 else ~planes.anchor)
+            if not sel.any():
+                continue
+            if part == 0:
+                spatial = 0
+            else:
+                n1, n0 = _neighbour_counts(bits[k], kept & planes.anchor)
+                spatial = (n1 * 5 + n0)[sel]
+            idx = planes.idx(part, k, qctx[sel], prev[sel], spatial)
+            bits[k][sel] = visit(idx, sel, k)
+
+
+# ----------------------------------------------------------------------------- coder
+
+def _bernoulli():
+    return _constriction().model.Bernoulli(perfect=False)
+
+
+def _categorical():
+    return _constriction().model.Categorical(perfect=False)
+
+
+def _to_bytes(words: np.ndarray) -> bytes:
+    return words.astype("<u4").tobytes()
+
+
+def _from_bytes(sec: bytes) -> np.ndarray:
+    if len(sec) % 4:
+        raise BitstreamError("entropy-coded section length is not a multiple of 4")
+    return np.frombuffer(sec, "<u4").astype(np.uint32)
+
+
+def encode_map(levels: np.ndarray, L: int, tables: Tables) -> bytes:
+    cs = _constriction()
+    enc = cs.queue.RangeEncoder()
+    probs = tables.map.reshape(-1, L).astype(np.float64) / ONE
+    for ys, xs in _diagonals(*levels.shape):
+        ctx = _map_ctx(levels, ys, xs, L)
+        enc.encode(levels[ys, xs].astype(np.int32), _categorical(), probs[ctx])
+    return _to_bytes(enc.get_compressed())
+
+
+def decode_map(sec: bytes, h: int, w: int, L: int, tables: Tables) -> np.ndarray:
+    cs = _constriction()
+    dec = cs.queue.RangeDecoder(_from_bytes(sec))
+    probs = tables.map.reshape(-1, L).astype(np.float64) / ONE
+    levels = np.zeros((h, w), np.uint8)
+    fam = _categorical()
+    try:
+        for ys, xs in _diagonals(h, w):
+            ctx = _map_ctx(levels, ys, xs, L)
+            levels[ys, xs] = dec.decode(fam, probs[ctx])
+    except Exception as e:  # constriction raises AssertionError/ValueError on invalid data
+        raise BitstreamError(f"corrupt map section: {e}") from e
+    return levels
+
+
+def _encode_planes(planes: _Planes, bits: np.ndarray, table: np.ndarray) -> bytes:
+    cs = _constriction()
+    enc = cs.queue.RangeEncoder()
+    flat = table.reshape(-1).astype(np.float64) / ONE
+    fam = _bernoulli()
+
+    def visit(idx, sel, k):
+        sym = bits[k][sel]
+        enc.encode(sym.astype(np.int32), fam, flat[idx])
+        return sym
+
+    _walk(planes, bits.copy(), visit)
+    return _to_bytes(enc.get_compressed())
+
+
+def _decode_planes(planes: _Planes, sec: bytes, table: np.ndarray) -> np.ndarray:
+    cs = _constriction()
+    dec = cs.queue.RangeDecoder(_from_bytes(sec))
+    flat = table.reshape(-1).astype(np.float64) / ONE
+    fam = _bernoulli()
+    bits = np.zeros((planes.C, planes.h, planes.w), np.uint8)
+
+    def visit(idx, sel, k):
+        try:
+            return dec.decode(fam, flat[idx]).astype(np.uint8)
+        except Exception as e:  # constriction raises AssertionError/ValueError on invalid data
+            raise BitstreamError(f"corrupt code section: {e}") from e
+
+    _walk(planes, bits, visit)
+    return bits
+
+
+def y_planes(levels: np.ndarray, n: int, L: int) -> _Planes:
+    g = n // (L - 1)
+    return _Planes(n, levels, np.arange(n) // g + 1, L)
+
+
+def c_planes(hc: int, wc: int, m: int) -> _Planes:
+    return _Planes(m, np.ones((hc, wc), np.uint8), np.ones(m, np.int64), 1)
+
+
+def encode_codes(levels, ydense, cdense, n, L, tables: Tables) -> tuple[bytes, bytes]:
+    """ydense (n, h, w), cdense (m, hc, wc): uint8 0/1 (masked Y bits ignored)."""
+    ysec = _encode_planes(y_planes(levels, n, L), ydense, tables.y)
+    csec = b"" if cdense is None else _encode_planes(c_planes(*cdense.shape[1:], cdense.shape[0]), cdense, tables.c)
+    return ysec, csec
+
+
+def decode_codes(levels, ysec, csec, n, L, m, hc, wc, tables: Tables, gray: bool):
+    yd = _decode_planes(y_planes(levels, n, L), ysec, tables.y)
+    cd = np.zeros((m, hc, wc), np.uint8) if gray else _decode_planes(c_planes(hc, wc, m), csec, tables.c)
+    return yd, cd
+
+
+# ----------------------------------------------------------------------------- fitting
+
+def fit(samples, n: int, L: int, m: int) -> Tables:
+    """Count contexts over (levels, ydense, cdense) samples from *training* images."""
+    map_counts = np.zeros(((L + 1) * (L + 1), L), np.int64)
+    ty = [np.zeros((2 * n * L * 3 * _SPATIAL,), np.int64) for _ in range(2)]
+    tc = [np.zeros((2 * m * 1 * 3 * _SPATIAL,), np.int64) for _ in range(2)]
+
+    def counter(store, bits):
+        def visit(idx, sel, k):
+            sym = bits[k][sel]
+            store[0] += np.bincount(idx, weights=sym, minlength=store[0].size).astype(np.int64)
+            store[1] += np.bincount(idx, minlength=store[1].size)
+            return sym
+        return visit
+
+    for levels, yd, cd in samples:
+        for ys, xs in _diagonals(*levels.shape):
+            np.add.at(map_counts, (_map_ctx(levels, ys, xs, L), levels[ys, xs].astype(np.int64)), 1)
+        _walk(y_planes(levels, n, L), yd.copy(), counter(ty, yd))
+        _walk(c_planes(*cd.shape[1:], m), cd.copy(), counter(tc, cd))
+    return Tables(_normalize_rows(map_counts).reshape(L + 1, L + 1, L),
+                  _p1(ty[0], ty[1]).reshape(2, n, L, 3, _SPATIAL),
+                  _p1(tc[0], tc[1]).reshape(2, m, 1, 3, _SPATIAL))

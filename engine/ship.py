@@ -1,0 +1,110 @@
+"""Turn a training run into a shipped model: rate ladder + entropy tables.
+
+    python -m engine.ship --run runs/small --name small --data ../shared/data/train \
+        --biases -1.5,-0.75,0,0.75,1.5
+
+* weights: the run's ``weights.safetensors``;
+* qualities 1..K: the importance-map offsets (--biases, ascending = ascending rate);
+* entropy tables per quality, counted on training images only (never the test set),
+  excluding the run's validation images, on which the ladder's rates are reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+
+from . import entropy, importance
+from .checkpoint import CHECKPOINT_DIR, write_model_dir
+from .codec import preprocess
+from .data import list_images, load_rgb
+from .model import CodecNet, ModelConfig
+
+
+def encode_samples(net: CodecNet, paths, biases, max_side: int = 768):
+    """Yield per image: {bias: (levels, ydense, cdense)} with the torch encoder."""
+    cfg = net.cfg
+    for p in paths:
+        rgb = load_rgb(p)[:max_side, :max_side]
+        ycc = preprocess(rgb, cfg.multiple)
+        with torch.inference_mode():
+            e, logit, ec = net.encoder.features(ycc)
+        yb = (e[0] > 0.5).numpy().astype(np.uint8)
+        cb = (ec[0] > 0.5).numpy().astype(np.uint8)
+        out = {}
+        for b in biases:
+            q = importance.quantize_levels(torch.sigmoid(logit + b), cfg.levels)
+            mask = importance.channel_mask(q, cfg.n, cfg.levels)[0].numpy().astype(np.uint8)
+            out[b] = (q[0, 0].numpy().astype(np.uint8), yb * mask, cb)
+        yield rgb.shape[:2], out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--data", required=True, help="training images (the run's split is reused)")
+    ap.add_argument("--biases", default="-1.5,-0.75,0,0.75,1.5")
+    ap.add_argument("--fit-images", type=int, default=120)
+    ap.add_argument("--out-root", default=str(CHECKPOINT_DIR))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    run = Path(args.run)
+    train = json.loads((run / "train.json").read_text())
+    split = json.loads((run / "split.json").read_text())
+    cfg = ModelConfig.from_dict(train["config"])
+    net = CodecNet(cfg)
+    from safetensors.torch import load_file
+    net.load_state_dict(load_file(str(run / "weights.safetensors")))
+    net.eval()
+    biases = [float(b) for b in args.biases.split(",")]
+    data = Path(args.data)
+    fit_paths = [data / n for n in split["train"]]
+    rng = np.random.default_rng(0)
+    fit_paths = [fit_paths[i] for i in sorted(rng.choice(len(fit_paths), min(args.fit_images, len(fit_paths)), replace=False))]
+    val_paths = [data / n for n in split["val"]]
+
+    t0 = time.time()
+    samples = {b: [] for b in biases}
+    for _, out in encode_samples(net, fit_paths, biases):
+        for b in biases:
+            samples[b].append(out[b])
+    tables = {b: entropy.fit(samples[b], cfg.n, cfg.levels, cfg.m) for b in biases}
+    print(f"fitted tables on {len(fit_paths)} training images in {time.time() - t0:.0f}s", flush=True)
+
+    # Rates on the held-out training images (raw and context-coded payload bits).
+    report = {b: {"raw": 0.0, "ctx": 0.0} for b in biases}
+    pixels = 0
+    for (h, w), out in encode_samples(net, val_paths, biases, max_side=10 ** 6):
+        pixels += h * w
+        for b in biases:
+            lv, yd, cd = out[b]
+            raw = len(entropy.pack_map_raw(lv, cfg.levels)) + (int(yd.sum() * 0) + int(lv.astype(int).sum()) * (cfg.n // (cfg.levels - 1)) + 7) // 8 + (cd.size + 7) // 8
+            ms = entropy.encode_map(lv, cfg.levels, tables[b])
+            ys, cs = entropy.encode_codes(lv, yd, cd, cfg.n, cfg.levels, tables[b])
+            report[b]["raw"] += raw * 8
+            report[b]["ctx"] += (len(ms) + len(ys) + len(cs)) * 8
+    ladder = {}
+    for i, b in enumerate(biases, 1):
+        r = {k: v / pixels for k, v in report[b].items()}
+        ladder[i] = {"imp_bias": b, "val_bpp_raw": round(r["raw"], 4), "val_bpp_context": round(r["ctx"], 4)}
+        print(f"quality {i}: bias {b:+.2f}  held-out bpp raw {r['raw']:.3f}  context {r['ctx']:.3f}", flush=True)
+
+    prov = {"training": train, "ship_command": "python -m engine.ship " + " ".join(argv or __import__("sys").argv[1:]),
+            "entropy_tables": f"counted on {len(fit_paths)} training images (run split, validation excluded)"}
+    d = write_model_dir(Path(args.out_root) / args.name, net, {i: v["imp_bias"] for i, v in ladder.items()}, prov,
+                        extra={i: {k: v for k, v in ladder[i].items() if k != "imp_bias"} for i in ladder})
+    flat = {}
+    for i, b in enumerate(biases, 1):
+        flat.update(tables[b].as_dict(f"q{i}."))
+    save_file({k: np.ascontiguousarray(v) for k, v in flat.items()}, str(d / "entropy.safetensors"))
+    print(f"wrote {d}")
+
+
+if __name__ == "__main__":
+    main()

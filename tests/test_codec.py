@@ -1,0 +1,188 @@
+"""Compress -> file -> decompress with the tiny model (random weights)."""
+import io
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import engine
+from engine import bitstream
+from engine.errors import BitstreamError, ImageError, ImageTooLargeError
+
+
+@pytest.fixture(scope="module", params=["context", "none"])
+def codec(request, tiny_root):
+    return engine.Codec(model="tiny", root=tiny_root, entropy=request.param, backend="torch", kernels="torch")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (16, 16), (33, 17)])
+def test_round_trip_odd_sizes(codec, shape):
+    rng = np.random.default_rng(sum(shape))
+    img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    data = codec.compress(img)
+    out = codec.decompress(data)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    # decoding is deterministic and the same bytes come back for the same input
+    assert codec.compress(img) == data
+    assert np.array_equal(codec.decompress(data), out)
+
+
+def test_round_trip_large_odd(tiny_root):
+    codec = engine.Codec(model="tiny", root=tiny_root, backend="torch", kernels="torch")
+    img = np.random.default_rng(0).integers(0, 256, (513, 769, 3), dtype=np.uint8)
+    out = codec.decompress(codec.compress(img))
+    assert out.shape == (513, 769, 3)
+
+
+def test_file_header_fields(codec):
+    img = np.zeros((20, 30, 3), np.uint8)
+    data = codec.compress(img)
+    assert data[:4] == b"HNLC" and data[4] == 1
+    k = data[8]
+    assert data[9:9 + k] == b"tiny"
+    w, h = struct.unpack_from("<II", data, 9 + k + 8)
+    assert (w, h) == (30, 20)
+
+
+def test_raw_and_context_decode_identically(tiny_root):
+    img = np.random.default_rng(5).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    a = engine.Codec(model="tiny", root=tiny_root, entropy="none", backend="torch")
+    b = engine.Codec(model="tiny", root=tiny_root, entropy="context", backend="torch")
+    assert np.array_equal(a.decompress(a.compress(img)), b.decompress(b.compress(img)))
+    # either codec reads either file (the mode is in the header)
+    assert np.array_equal(a.decompress(b.compress(img)), b.decompress(a.compress(img)))
+
+
+def test_inputs_pil_path_tensor_gray_rgba(codec, tmp_path):
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    pil = Image.fromarray(rgb)
+    p = tmp_path / "x.png"
+    pil.save(p)
+    ref = codec.compress(rgb)
+    assert codec.compress(pil) == ref
+    assert codec.compress(p) == ref
+    assert codec.compress(str(p)) == ref
+    assert codec.compress(torch.from_numpy(rgb).permute(2, 0, 1)) == ref
+    # RGBA: alpha dropped
+    rgba = np.concatenate([rgb, np.full((24, 40, 1), 7, np.uint8)], 2)
+    assert codec.compress(rgba) == ref
+    assert codec.compress(Image.fromarray(rgba, "RGBA")) == ref
+    # grayscale: coded as Y only, decoded as three equal channels
+    g = rng.integers(0, 256, (24, 40), dtype=np.uint8)
+    out = codec.decompress(codec.compress(Image.fromarray(g, "L")))
+    assert out.shape == (24, 40, 3)
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+    assert codec.compress(g) == codec.compress(Image.fromarray(g, "L"))
+
+
+def test_bad_inputs_raise_typed_errors(codec, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ImageError, match="cannot read image"):
+        codec.compress(bad)
+    with pytest.raises(ImageError):
+        codec.compress(tmp_path / "missing.png")
+    with pytest.raises(ImageError, match="uint8"):
+        codec.compress(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ImageError, match="shape"):
+        codec.compress(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ImageError):
+        codec.compress(np.zeros((0, 4, 3), np.uint8))
+    small = engine.Codec(model="tiny", root=codec.root, max_pixels=100, backend="torch")
+    with pytest.raises(ImageTooLargeError, match="limit"):
+        small.compress(np.zeros((11, 10, 3), np.uint8))
+    assert issubclass(engine.BitstreamError, ValueError) and issubclass(ImageError, ValueError)
+
+
+def _good(codec):
+    return codec.compress(np.random.default_rng(9).integers(0, 256, (32, 48, 3), dtype=np.uint8))
+
+
+def test_bad_files_rejected(codec):
+    data = _good(codec)
+    with pytest.raises(BitstreamError, match="truncated"):
+        codec.decompress(data[:10])
+    with pytest.raises(BitstreamError):
+        codec.decompress(data[:-1])
+    with pytest.raises(BitstreamError, match="magic"):
+        codec.decompress(b"JUNK" + data[4:])
+    with pytest.raises(BitstreamError, match="version 7"):
+        codec.decompress(data[:4] + b"\x07" + data[5:])
+    flipped = bytearray(data)
+    flipped[-1] ^= 0x10
+    with pytest.raises(BitstreamError, match="checksum"):
+        codec.decompress(bytes(flipped))
+    with pytest.raises(BitstreamError):
+        codec.decompress(b"")
+    with pytest.raises(BitstreamError):
+        codec.decompress("not bytes")
+
+
+def _rewrite(data, **changes):
+    """Re-serialise a file with header fields changed and a fresh CRC."""
+    hdr, m, y, c = bitstream.read(data, 10 ** 9)
+    import dataclasses
+    return bitstream.write(dataclasses.replace(hdr, **changes), m, y, c)
+
+
+def test_wrong_model_or_quality_says_what_is_needed(codec, tiny_root):
+    data = _good(codec)
+    with pytest.raises(BitstreamError, match="model 'other'"):
+        codec.decompress(_rewrite(data, model="other"))
+    with pytest.raises(BitstreamError, match="quality 9"):
+        codec.decompress(_rewrite(data, quality=9))
+    with pytest.raises(BitstreamError, match="different version"):
+        codec.decompress(_rewrite(data, stream_id=b"\0" * 8))
+    # another quality of the same model decodes: the codec loads that rung
+    other = engine.Codec(model="tiny", root=tiny_root, quality=1, backend="torch")
+    assert np.array_equal(other.decompress(data), codec.decompress(data))
+
+
+def test_decompression_bomb_checked_before_allocation(codec):
+    data = _rewrite(_good(codec), width=60000, height=60000)
+    with pytest.raises(BitstreamError, match="limit"):
+        codec.decompress(data)
+
+
+def test_length_edit_consistent_crc_rejected(codec):
+    """A file whose sections are re-cut but whose CRC is right must still fail cleanly."""
+    data = _good(codec)
+    hdr, m, y, c = bitstream.read(data, 10 ** 9)
+    for m2, y2, c2 in [(m[:-1], y, c), (m, y + b"\0\0\0\0", c), (m, y, c[:-4])]:
+        try:
+            codec.decompress(bitstream.write(hdr, m2, y2, c2))
+        except BitstreamError:
+            pass
+
+
+def test_cli_round_trip_and_errors(tiny_root, tmp_path):
+    img = np.random.default_rng(4).integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    src = tmp_path / "a.png"
+    Image.fromarray(img).save(src)
+    (tmp_path / "broken.png").write_bytes(b"xx")
+    out = tmp_path / "out"
+    base = [sys.executable, "-m", "engine"]
+    common = ["--model", "tiny", "--model-dir", str(tiny_root), "--backend", "torch"]
+    r = subprocess.run(base + ["compress", str(src), "-o", str(out)] + common, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (out / "a.hnlc").exists()
+    r = subprocess.run(base + ["compress", str(src), "-o", str(out)] + common, capture_output=True, text=True)
+    assert r.returncode == 0 and "1 skipped" in r.stderr  # resumable: finished outputs are kept
+    r = subprocess.run(base + ["compress", str(tmp_path / "broken.png"), str(src), "-o", str(out), "--force"] + common,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "broken.png" in r.stderr and "Traceback" not in r.stderr
+    assert (out / "a.hnlc").exists()  # the good image was still written
+    dec = tmp_path / "dec"
+    r = subprocess.run(base + ["decompress", str(out / "a.hnlc"), "-o", str(dec)] + common, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    with Image.open(dec / "a.png") as im:
+        assert im.size == (28, 20)
+    (tmp_path / "c.hnlc").write_bytes(b"HNLC\x01garbage")
+    r = subprocess.run(base + ["decompress", str(tmp_path / "c.hnlc"), "-o", str(dec)] + common, capture_output=True, text=True)
+    assert r.returncode == 2 and "error:" in r.stderr and "c.hnlc" in r.stderr and "Traceback" not in r.stderr
