@@ -186,3 +186,25 @@ def test_cli_round_trip_and_errors(tiny_root, tmp_path):
     (tmp_path / "c.hnlc").write_bytes(b"HNLC\x01garbage")
     r = subprocess.run(base + ["decompress", str(tmp_path / "c.hnlc"), "-o", str(dec)] + common, capture_output=True, text=True)
     assert r.returncode == 2 and "error:" in r.stderr and "c.hnlc" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("entropy", ["none", "context"])
+def test_triton_and_torch_bit_paths_give_identical_files(tiny_root, entropy):
+    """ENGINE_KERNELS=triton (interpreter on the CPU) writes the same bytes as torch."""
+    img = np.random.default_rng(21).integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    a = engine.Codec(model="tiny", root=tiny_root, entropy=entropy, backend="torch", kernels="torch")
+    b = engine.Codec(model="tiny", root=tiny_root, entropy=entropy, backend="torch", kernels="triton")
+    fa, fb = a.compress(img), b.compress(img)
+    assert fa == fb
+    assert np.array_equal(a.decompress(fa), b.decompress(fb))
+
+
+def test_unknown_kernel_or_backend_name_is_an_error(tiny_root, monkeypatch):
+    with pytest.raises(ValueError, match="kernels"):
+        engine.Codec(model="tiny", root=tiny_root, kernels="cuda-magic")
+    monkeypatch.setenv("ENGINE_KERNELS", "fast")
+    with pytest.raises(ValueError, match="ENGINE_KERNELS"):
+        engine.Codec(model="tiny", root=tiny_root)
+    monkeypatch.delenv("ENGINE_KERNELS")
+    with pytest.raises(ValueError, match="backend"):
+        engine.Codec(model="tiny", root=tiny_root, backend="tpu")
