@@ -10,7 +10,9 @@
 # 2. the same tests with TRITON_INTERPRET=1 (CPU path through the interpreter);
 # 3. device-to-device copy bandwidth (a large tensor copy_), the ceiling;
 # 4. bench/bench_kernels.py at batch 1, 8, 32 of 768x512 images (n=60, h=64, w=96);
-# 5. summary.json: every benchmark's GB/s next to the copy ceiling.
+# 5. tests/test_pipeline_cuda.py: the CUDA batch pipeline (bytes, memory estimate,
+#    a per-stage timeline with stream overlap in pipeline_timeline.json);
+# 6. summary.json: every benchmark's GB/s next to the copy ceiling.
 # Every step's log lands in $OUT; the exit status is non-zero if any step failed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -72,6 +74,10 @@ EOF
 step bench env -u TRITON_INTERPRET BENCH_BATCHES="${BENCH_BATCHES:-1,8,32}" "$PY" -m pytest \
     bench/bench_kernels.py -rs -p no:cacheprovider --benchmark-json="$OUT/bench_kernels.json" \
     --benchmark-columns=min,mean,median,rounds
+
+# the CUDA batch pipeline: bytes == single-image API, memory estimate, per-stage timeline
+step pipeline env -u TRITON_INTERPRET PIPELINE_TIMELINE="$OUT/pipeline_timeline.json" "$PY" -m pytest \
+    tests/test_pipeline_cuda.py -v -s -rs -p no:cacheprovider --junitxml="$OUT/pipeline.xml"
 
 step summary "$PY" - "$OUT" <<'EOF'
 import json, os, sys

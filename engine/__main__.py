@@ -34,6 +34,9 @@ def _parser():
         p.add_argument("--batch", type=int, default=8, help="images per network batch")
         p.add_argument("--force", action="store_true", help="overwrite existing outputs")
         p.add_argument("--max-pixels", type=int, default=None)
+        p.add_argument("--tile-pixels", type=int, default=None,
+                       help="run the networks in tiles above this many pixels (0: never; default ~8.4 M)")
+        p.add_argument("--tile-size", type=int, default=None, help="tile side in pixels, a multiple of 16")
         p.add_argument("--quiet", action="store_true")
         if name == "compress":
             p.add_argument("-q", "--quality", type=int, default=None)
@@ -70,7 +73,8 @@ def run(args) -> int:
     from .imageio import DEFAULT_MAX_PIXELS
 
     kw = dict(model=args.model or DEFAULT_MODEL, backend=args.backend, kernels=args.kernels,
-              max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, root=args.model_dir)
+              max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, root=args.model_dir,
+              tile_pixels=args.tile_pixels, tile_size=args.tile_size)
     comp = args.cmd == "compress"
     codec = engine.Codec(quality=args.quality, entropy=args.entropy, **kw) if comp else engine.Codec(**kw)
     files = _expand(args.inputs, IMAGE_EXTS if comp else {EXT})

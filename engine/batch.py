@@ -6,8 +6,12 @@ batch, so no image gets extra padding: the padding waste is exactly what the
 single-image API has, and the bytes are identical.  Network batches run in the
 calling thread while a thread pool does the entropy coding of the previous
 batch (constriction and numpy release the GIL for most of that work), so the
-CPU pipeline overlaps the two stages; on CUDA the same shape runs with the GPU
-doing the network and the bit path.
+CPU pipeline overlaps the two stages.
+
+On a CUDA runner (torch on CUDA, TensorRT) both functions hand the buckets to
+:mod:`engine.pipeline_cuda` (CUDA streams, pinned buffers, batch sized by a
+device-memory budget); the bytes are the same.  Images over the codec's
+``tile_pixels`` go through the tiled networks one at a time on either path.
 """
 from __future__ import annotations
 
@@ -37,9 +41,19 @@ def _finish(results: list, errors: str):
     return results
 
 
+def _on_cuda(runner) -> bool:
+    return getattr(getattr(runner, "device", None), "type", None) == "cuda"
+
+
+def _chunk_size(codec, mdl, key_hw: tuple[int, int], mult: int, batch_size: int, net: str) -> int:
+    """Images that need tiling run one at a time (their tiles are the batch)."""
+    return 1 if codec._should_tile(mdl, key_hw[0] * mult, key_hw[1] * mult, net) else max(1, batch_size)
+
+
 def compress_batch(codec, images, batch_size: int = 8, errors: str = "raise", workers: int | None = None,
-                   progress=None) -> list:
-    """-> list of bytes (or, with errors="return", the exception in a failed item's place)."""
+                   progress=None, pipeline: dict | None = None) -> list:
+    """-> list of bytes (or, with errors="return", the exception in a failed item's place).
+    ``pipeline``: keyword options for :class:`engine.pipeline_cuda.CudaPipeline` (CUDA only)."""
     _check_errors(errors)
     images = list(images)
     results: list = [None] * len(images)
@@ -59,14 +73,25 @@ def compress_batch(codec, images, batch_size: int = 8, errors: str = "raise", wo
         buckets[(-(-h // mult), -(-w // mult))].append((i, rgb, color))
     pool = ThreadPoolExecutor(max_workers=workers or max(1, (os.cpu_count() or 2) - 1))
     pending: list[tuple[int, Future]] = []
+    dev = mdl.runner.device
     try:
-        for items in buckets.values():
-            for s in range(0, len(items), batch_size):
-                chunk = items[s:s + batch_size]
+        if _on_cuda(mdl.runner):
+            from .pipeline_cuda import CudaPipeline
+            pending = CudaPipeline(codec, max_batch=batch_size, **(pipeline or {})).compress(buckets, results, pool)
+            buckets = {}
+        for key, items in buckets.items():
+            bs = _chunk_size(codec, mdl, key, mult, batch_size, "encoder")
+            for s in range(0, len(items), bs):
+                chunk = items[s:s + bs]
                 try:
-                    ycc = torch.cat([preprocess(rgb, mult, mdl.runner.device) for _, rgb, _ in chunk])
-                    e, p, ec = mdl.runner.encode(ycc)
-                    packed = codec._bitpath(e.device).pack(e, p, ec, cfg.n, cfg.levels)
+                    with codec._stage("preprocess", dev):
+                        ycc = torch.cat([preprocess(rgb, mult, dev) for _, rgb, _ in chunk])
+                    with codec._stage("network", dev):
+                        e, p, ec = codec._encode(mdl, ycc)
+                    del ycc
+                    with codec._stage("bitpath", dev):
+                        packed = codec._bitpath(e.device).pack(e, p, ec, cfg.n, cfg.levels)
+                    del e, p, ec
                 except Exception as exc:  # noqa: BLE001
                     for i, _, _ in chunk:
                         results[i] = exc
@@ -86,11 +111,19 @@ def compress_batch(codec, images, batch_size: int = 8, errors: str = "raise", wo
 
 
 def decompress_batch(codec, blobs, batch_size: int = 8, errors: str = "raise", workers: int | None = None,
-                     progress=None) -> list:
+                     progress=None, pipeline: dict | None = None) -> list:
     """-> list of (H, W, 3) uint8 arrays (or exceptions with errors="return")."""
     _check_errors(errors)
     blobs = list(blobs)
     results: list = [None] * len(blobs)
+    if _on_cuda(codec.runner):
+        from .pipeline_cuda import CudaPipeline
+        pool = ThreadPoolExecutor(max_workers=workers or max(1, (os.cpu_count() or 2) - 1))
+        try:
+            CudaPipeline(codec, max_batch=batch_size, **(pipeline or {})).decompress(blobs, results, pool, progress)
+        finally:
+            pool.shutdown(wait=True)
+        return _finish(results, errors)
     pool = ThreadPoolExecutor(max_workers=workers or max(1, (os.cpu_count() or 2) - 1))
     try:
         parsed = [pool.submit(codec.parse, b) for b in blobs]
@@ -107,33 +140,47 @@ def decompress_batch(codec, blobs, batch_size: int = 8, errors: str = "raise", w
             buckets[(mdl.q.quality, -(-hdr.height // mult), -(-hdr.width // mult))].append((i, hdr, mdl, dec))
     finally:
         pool.shutdown(wait=True)
-    for items in buckets.values():
+    for key, items in buckets.items():
         mdl = items[0][2]
         cfg = mdl.q.config
         dev = mdl.runner.device
-        for s in range(0, len(items), batch_size):
-            chunk = items[s:s + batch_size]
+        bs = _chunk_size(codec, mdl, key[1:], cfg.multiple, batch_size, "decoder")
+        for s in range(0, len(items), bs):
+            chunk = items[s:s + bs]
             try:
-                lv, bits, cbits = [], [], []
-                raw = [d for _, _, _, d in chunk if not isinstance(d, tuple)]
-                if raw:
-                    lv_r, b_r, c_r = codec._bitpath(dev).unpack(raw, cfg.n, cfg.m, cfg.levels, device=dev)
-                    it = iter(range(len(raw)))
-                for _, _, _, d in chunk:
-                    if isinstance(d, tuple):
-                        levels, yd, cd = d
-                        lv.append(torch.from_numpy(levels).to(dev)[None, None].float())
-                        bits.append(torch.from_numpy(yd).to(dev)[None].float())
-                        cbits.append(torch.from_numpy(cd).to(dev)[None].float())
-                    else:
-                        j = next(it)
-                        lv.append(lv_r[j:j + 1]); bits.append(b_r[j:j + 1]); cbits.append(c_r[j:j + 1])
-                ycc = mdl.runner.decode(torch.cat(bits), torch.cat(lv), torch.cat(cbits))
-                for k, (i, hdr, _, _) in enumerate(chunk):
-                    results[i] = postprocess(ycc[k:k + 1], hdr.height, hdr.width, gray=hdr.color == COLOR_GRAY)
+                with codec._stage("bitpath", dev):
+                    lv, bits, cbits = latents_for(codec, mdl, [d for _, _, _, d in chunk], dev)
+                with codec._stage("network", dev):
+                    ycc = codec._decode(mdl, bits, lv, cbits)
+                del lv, bits, cbits
+                with codec._stage("postprocess", dev):
+                    for k, (i, hdr, _, _) in enumerate(chunk):
+                        results[i] = postprocess(ycc[k:k + 1], hdr.height, hdr.width, gray=hdr.color == COLOR_GRAY)
             except Exception as exc:  # noqa: BLE001
                 for i, _, _, _ in chunk:
                     results[i] = exc
             if progress:
                 progress(len(chunk))
     return _finish(results, errors)
+
+
+def latents_for(codec, mdl, decs: list, dev):
+    """Parsed items of one shape (dense (levels, ydense, cdense) numpy tuples from the
+    context coder, or Packed records from raw files) -> decoder inputs (bits, levels,
+    cbits) as float tensors on ``dev``, in order."""
+    cfg = mdl.q.config
+    lv, bits, cbits = [], [], []
+    raw = [d for d in decs if not isinstance(d, tuple)]
+    if raw:
+        lv_r, b_r, c_r = codec._bitpath(dev).unpack(raw, cfg.n, cfg.m, cfg.levels, device=dev)
+        it = iter(range(len(raw)))
+    for d in decs:
+        if isinstance(d, tuple):
+            levels, yd, cd = d
+            lv.append(torch.from_numpy(levels).to(dev)[None, None].float())
+            bits.append(torch.from_numpy(yd).to(dev)[None].float())
+            cbits.append(torch.from_numpy(cd).to(dev)[None].float())
+        else:
+            j = next(it)
+            lv.append(lv_r[j:j + 1]); bits.append(b_r[j:j + 1]); cbits.append(c_r[j:j + 1])
+    return torch.cat(lv), torch.cat(bits), torch.cat(cbits)

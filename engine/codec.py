@@ -18,18 +18,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import bitstream, checkpoint, entropy
+from . import bitstream, checkpoint, entropy, tiling
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
 from .errors import BitstreamError
 from .imageio import COLOR_GRAY, DEFAULT_MAX_PIXELS, to_rgb
+from .timing import stage
 
 
 def preprocess(rgb: np.ndarray, multiple: int, device="cpu") -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H', W') float32 YCbCr, replicate-padded to a multiple."""
-    h, w = rgb.shape[:2]
     if not rgb.flags.writeable:
         rgb = rgb.copy()
-    x = torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float().div_(255)
+    return preprocess_tensor(torch.from_numpy(rgb).to(device), multiple)
+
+
+def preprocess_tensor(rgb: torch.Tensor, multiple: int) -> torch.Tensor:
+    """:func:`preprocess` for a contiguous (H, W, 3) uint8 tensor already on its device
+    (the CUDA pipeline uploads images itself and then runs exactly these ops)."""
+    h, w = rgb.shape[:2]
+    x = rgb.permute(2, 0, 1)[None].float().div_(255)
     ycc = rgb_to_ycbcr(x)
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:
@@ -39,11 +46,17 @@ def preprocess(rgb: np.ndarray, multiple: int, device="cpu") -> torch.Tensor:
 
 def postprocess(ycc: torch.Tensor, h: int, w: int, gray: bool = False) -> np.ndarray:
     """(1, 3, H', W') YCbCr -> (h, w, 3) uint8 RGB (rounded, clamped, cropped)."""
+    return postprocess_tensor(ycc, h, w, gray).cpu().numpy()
+
+
+def postprocess_tensor(ycc: torch.Tensor, h: int, w: int, gray: bool = False) -> torch.Tensor:
+    """:func:`postprocess` without the copy to the host: a contiguous (h, w, 3) uint8
+    tensor on ycc's device."""
     ycc = ycc[:, :, :h, :w].float()
     if gray:
         ycc = torch.cat([ycc[:, :1], torch.full_like(ycc[:, 1:], 0.5)], 1)
     rgb = ycbcr_to_rgb(ycc).clamp(0, 1).mul(255).round().to(torch.uint8)
-    return rgb[0].permute(1, 2, 0).contiguous().cpu().numpy()
+    return rgb[0].permute(1, 2, 0).contiguous()
 
 
 @dataclass
@@ -74,12 +87,20 @@ class Codec:
     backend   "auto" | "torch" | "onnxruntime" | "tensorrt"
     kernels   "auto" | "torch" | "triton" (else ENGINE_KERNELS)
     entropy   "context" (default) | "none" (raw packing)
+    tile_pixels  run the networks in tiles (engine/tiling.py) when the padded image has
+              more pixels than this, or a side longer than a TensorRT profile allows;
+              0 never tiles (default ENGINE_TILE_PIXELS, ~8.4 MP).
+              Tiled and untiled runs give the same bytes (see engine/tiling.py).
+    tile_size core tile side in pixels, a multiple of 16 (default ENGINE_TILE_SIZE, 2048)
+
+    ``codec.timer = engine.timing.StageTimer()`` records per-stage times of every call.
     """
 
     def __init__(self, quality: int | None = None, model: str = checkpoint.DEFAULT_MODEL,
                  backend: str = "auto", kernels: str | None = None, entropy: str = "context",
                  device: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 root: str | Path | None = None, threads: int | None = None):
+                 root: str | Path | None = None, threads: int | None = None,
+                 tile_pixels: int | None = None, tile_size: int | None = None):
         from kernels import kernel_choice
         if entropy not in bitstream.ENTROPY_NAMES:
             raise ValueError(f"entropy must be one of {sorted(bitstream.ENTROPY_NAMES)}, got {entropy!r}")
@@ -90,6 +111,9 @@ class Codec:
         self.max_pixels = int(max_pixels)
         self.root = Path(root) if root else None
         self.threads = threads
+        self.tile_pixels = int(tiling.DEFAULT_TILE_PIXELS if tile_pixels is None else tile_pixels)
+        self.tile_size = tiling.check_tile_size(tiling.DEFAULT_TILE_SIZE if tile_size is None else tile_size)
+        self.timer = None
         self.model_name = model
         self._models: dict[int, _Model] = {}
         self._main = self._load(quality)
@@ -122,6 +146,31 @@ class Codec:
         from kernels import get_bitpath
         return get_bitpath(self.kernels, str(device))
 
+    def _stage(self, name: str, device=None):
+        return stage(self.timer, name, device=device)
+
+    def _should_tile(self, mdl: _Model, H: int, W: int, net: str = "encoder") -> bool:
+        """Padded H x W over ``tile_pixels``, or a side over what the runner accepts."""
+        return tiling.should_tile(H, W, self.tile_pixels, tiling.runner_max_side(mdl.runner, net))
+
+    def _encode(self, mdl: _Model, ycc: torch.Tensor):
+        """runner.encode, in tiles when :meth:`_should_tile`."""
+        H, W = ycc.shape[-2:]
+        if self._should_tile(mdl, H, W, "encoder"):
+            halo = tiling.encoder_halo(mdl.q.config)
+            tile = tiling.tile_for_runner(self.tile_size, halo, tiling.runner_max_side(mdl.runner, "encoder"))
+            return tiling.encode_tiled(mdl.runner.encode, ycc, tile, halo)
+        return mdl.runner.encode(ycc)
+
+    def _decode(self, mdl: _Model, bits: torch.Tensor, levels: torch.Tensor, cbits: torch.Tensor):
+        """runner.decode, in tiles when :meth:`_should_tile`."""
+        H, W = bits.shape[-2] * 8, bits.shape[-1] * 8
+        if self._should_tile(mdl, H, W, "decoder"):
+            halo = tiling.decoder_halo(mdl.q.config)
+            tile = tiling.tile_for_runner(self.tile_size, halo, tiling.runner_max_side(mdl.runner, "decoder"))
+            return tiling.decode_tiled(mdl.runner.decode, bits, levels, cbits, tile, halo)
+        return mdl.runner.decode(bits, levels, cbits)
+
     # ------------------------------------------------------------------ encode
     def compress(self, img) -> bytes:
         rgb, color = to_rgb(img, self.max_pixels)
@@ -131,26 +180,34 @@ class Codec:
         mdl = self._main
         cfg = mdl.q.config
         h, w = rgb.shape[:2]
-        ycc = preprocess(rgb, cfg.multiple, mdl.runner.device)
-        e, p, ec = mdl.runner.encode(ycc)
-        packed = self._bitpath(e.device).pack(e, p, ec, cfg.n, cfg.levels)[0]
+        dev = mdl.runner.device
+        with self._stage("preprocess", dev):
+            ycc = preprocess(rgb, cfg.multiple, dev)
+        with self._stage("network", dev):
+            e, p, ec = self._encode(mdl, ycc)
+        del ycc
+        with self._stage("bitpath", dev):
+            packed = self._bitpath(e.device).pack(e, p, ec, cfg.n, cfg.levels)[0]
+        del e, p, ec
         return self._serialize(mdl, packed, h, w, color)
 
     def _serialize(self, mdl: _Model, packed, h: int, w: int, color: int) -> bytes:
         cfg = mdl.q.config
         gray = color == COLOR_GRAY
-        if self.entropy_mode == bitstream.ENTROPY_RAW:
-            msec = entropy.pack_map_raw(packed.levels, cfg.levels)
-            ysec = packed.ybits
-            csec = b"" if gray else packed.cbits
-        else:
-            from kernels import reference
-            _, yd, cd = reference.unpack([packed], cfg.n, cfg.m, cfg.levels, dtype=torch.uint8)
-            msec = entropy.encode_map(packed.levels, cfg.levels, mdl.tables)
-            ysec, csec = entropy.encode_codes(packed.levels, yd[0].numpy(), None if gray else cd[0].numpy(),
-                                              cfg.n, cfg.levels, mdl.tables)
-        hdr = bitstream.Header(self.entropy_mode, color, mdl.q.quality, mdl.q.model, mdl.stream_id, w, h)
-        return bitstream.write(hdr, msec, ysec, csec)
+        with self._stage("entropy"):
+            if self.entropy_mode == bitstream.ENTROPY_RAW:
+                msec = entropy.pack_map_raw(packed.levels, cfg.levels)
+                ysec = packed.ybits
+                csec = b"" if gray else packed.cbits
+            else:
+                from kernels import reference
+                _, yd, cd = reference.unpack([packed], cfg.n, cfg.m, cfg.levels, dtype=torch.uint8)
+                msec = entropy.encode_map(packed.levels, cfg.levels, mdl.tables)
+                ysec, csec = entropy.encode_codes(packed.levels, yd[0].numpy(), None if gray else cd[0].numpy(),
+                                                  cfg.n, cfg.levels, mdl.tables)
+        with self._stage("container"):
+            hdr = bitstream.Header(self.entropy_mode, color, mdl.q.quality, mdl.q.model, mdl.stream_id, w, h)
+            return bitstream.write(hdr, msec, ysec, csec)
 
     def compress_batch(self, images, batch_size: int = 8, errors: str = "raise", **kw) -> list:
         """Many images -> list of bytes, identical to :meth:`compress` one by one.
@@ -179,9 +236,15 @@ class Codec:
         return mdl
 
     def parse(self, data: bytes):
-        """Validate a file and entropy-decode it -> (header, model, levels, ydense, cdense) numpy."""
-        hdr, msec, ysec, csec = bitstream.read(data, self.max_pixels)
-        mdl = self._model_for(hdr)
+        """Validate a file and entropy-decode it -> (header, model, (levels, ydense, cdense) numpy),
+        or (header, model, Packed) for a raw-mode file."""
+        with self._stage("container"):
+            hdr, msec, ysec, csec = bitstream.read(data, self.max_pixels)
+            mdl = self._model_for(hdr)
+        with self._stage("entropy"):
+            return self._parse_sections(hdr, mdl, msec, ysec, csec)
+
+    def _parse_sections(self, hdr, mdl, msec, ysec, csec):
         cfg = mdl.q.config
         mult = cfg.multiple
         H, W = -(-hdr.height // mult) * mult, -(-hdr.width // mult) * mult
@@ -206,12 +269,17 @@ class Codec:
         hdr, mdl, dec = self.parse(data)
         cfg = mdl.q.config
         dev = mdl.runner.device
-        if isinstance(dec, tuple):
-            levels, yd, cd = dec
-            lv = torch.from_numpy(levels).to(dev)[None, None].float()
-            bits = torch.from_numpy(yd).to(dev)[None].float()
-            cbits = torch.from_numpy(cd).to(dev)[None].float()
-        else:
-            lv, bits, cbits = self._bitpath(dev).unpack([dec], cfg.n, cfg.m, cfg.levels, device=dev)
-        ycc = mdl.runner.decode(bits, lv, cbits)
-        return postprocess(ycc, hdr.height, hdr.width, gray=hdr.color == COLOR_GRAY)
+        with self._stage("bitpath", dev):
+            if isinstance(dec, tuple):
+                levels, yd, cd = dec
+                lv = torch.from_numpy(levels).to(dev)[None, None].float()
+                bits = torch.from_numpy(yd).to(dev)[None].float()
+                cbits = torch.from_numpy(cd).to(dev)[None].float()
+            else:
+                lv, bits, cbits = self._bitpath(dev).unpack([dec], cfg.n, cfg.m, cfg.levels, device=dev)
+        del dec
+        with self._stage("network", dev):
+            ycc = self._decode(mdl, bits, lv, cbits)
+        del bits, lv, cbits
+        with self._stage("postprocess", dev):
+            return postprocess(ycc, hdr.height, hdr.width, gray=hdr.color == COLOR_GRAY)

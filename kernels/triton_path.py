@@ -21,6 +21,13 @@ def pack(e: torch.Tensor, p: torch.Tensor, ec: torch.Tensor, n: int, levels: int
     return pack_triton.pack(e, p, ec, n, levels)
 
 
+def pack_device(e: torch.Tensor, p: torch.Tensor, ec: torch.Tensor, n: int, levels: int):
+    """The device half of :func:`pack`, no host synchronisation (the CUDA pipeline
+    copies the results out itself): ``(levels uint8 (B,1,h,w), ynbits int32 (B,),
+    ybuf uint8 (B, Ymax), cnbits int, cbuf uint8 (B, Cmax))``."""
+    return pack_triton.pack_device(e, p, ec, n, levels)
+
+
 def unpack(items: list[Packed], n: int, m: int, levels: int, dtype=torch.float32, device="cpu"):
     """Packed images (all the same h, w) -> levels (B, 1, h, w) as dtype, dense Y
     bits (B, n, h, w) with zeros where masked, CbCr bits (B, m, ceil(h/2), ceil(w/2))

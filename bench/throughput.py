@@ -1,0 +1,520 @@
+"""Throughput per backend and batch size: ``python -m bench.throughput``.
+
+    python -m bench.throughput --data ../shared/data/kodak [--model small] [--quality Q]
+        [--backends torch,onnxruntime[,torch-cuda,tensorrt]] [--batches 1,8,32] [--limit N]
+        [--threads T] [--repeat R] [--out bench/results] [--build-dir DIR] [--no-build]
+
+For each backend and batch size: encode (``compress_batch``) and decode
+(``decompress_batch``) images/s and megapixels/s, end to end (image array in,
+file bytes out and back), best of ``--repeat`` runs after a warm-up batch, and
+the per-stage split from :class:`engine.timing.StageTimer` (preprocess,
+network, bit path, entropy, container, postprocess; on CUDA also h2d, d2h and
+the host's wait for a stream; milliseconds per image,
+summed over threads/streams, so overlapped stages can add up to more than the
+wall time).
+
+Batches: images are bucketed by padded shape (Kodak has landscape and portrait
+images), so each bucket is filled to a multiple of the batch size by repeating
+its images; the row says how many images ran.
+
+In the same run:
+* the default backend (``backend="auto"``, after the build) against torch eager on
+  the same device: the ratio of images/s;
+* Pillow JPEG and WebP at the quality whose mean bpp over the images is nearest the
+  codec's mean bpp, timed the same way (one image at a time, one thread);
+  torchvision nvJPEG on CUDA when torchvision is installed;
+* the floor: model FLOPs per image (torch.utils.flop_counter on encoder and
+  decoder) / the device's measured peak (a large float32 matmul, same threads),
+  and the fraction of it achieved (floor time / measured time per image, for the
+  network stage and end to end).
+
+The ONNX Runtime (and TensorRT) backends need ``python -m engine.build``
+artifacts; they are built here when missing (``--no-build``: skip the backend
+and say so).  Results: ``<out>/throughput-<machine>.json``, ``.md`` and ``.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import sys
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+STAGES = ("preprocess", "h2d", "network", "bitpath", "d2h", "entropy", "container", "postprocess", "wait")
+CPU_BACKENDS = ("torch", "onnxruntime")
+GPU_BACKENDS = ("torch-cuda", "tensorrt")
+
+
+# ----------------------------------------------------------------------------- machine
+
+def machine_info(threads: int) -> dict:
+    cpu = platform.processor() or platform.machine()
+    cores = None
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        names = re.findall(r"^model name\s*:\s*(.+)$", text, re.M)
+        if names:
+            cpu = names[0].strip()
+        pairs = set(re.findall(r"^physical id\s*:\s*(\d+)$.*?^core id\s*:\s*(\d+)$", text, re.M | re.S))
+        cores = len(pairs) or None
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": cores or os.cpu_count(), "logical_cpus": os.cpu_count(), "threads": threads,
+            "python": platform.python_version(), "torch": torch.__version__, "gpu": None}
+    try:
+        import onnxruntime
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        # TF32 lets cuDNN convolutions beat the float32 matmul "peak": record the settings
+        info["tf32"] = {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}
+    return info
+
+
+def machine_slug(info: dict) -> str:
+    name = info["gpu"] or f"{info['cpu']}-{info['logical_cpus']}cpu"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+# ----------------------------------------------------------------------------- images
+
+def load_images(data: str | Path, limit: int = 0) -> list[tuple[str, np.ndarray]]:
+    from engine.data import list_images, load_rgb
+    paths = list_images(data)[: limit or None]
+    if not paths:
+        raise SystemExit(f"no images in {data}")
+    return [(p.name, load_rgb(p)) for p in paths]
+
+
+def fill_batches(images: list, batch: int, multiple: int = 16) -> list:
+    """Repeat each padded-shape bucket's images (cyclically) to a multiple of ``batch``."""
+    buckets = defaultdict(list)
+    for im in images:
+        h, w = im[1].shape[:2]
+        buckets[(-(-h // multiple), -(-w // multiple))].append(im)
+    out = []
+    for items in buckets.values():
+        n = -(-len(items) // batch) * batch
+        out += [items[k % len(items)] for k in range(n)]
+    return out
+
+
+# ----------------------------------------------------------------------------- floor
+
+def peak_gflops(device: str = "cpu", size: int = 2048, reps: int = 3) -> float:
+    """Measured float32 matmul GFLOP/s (best of ``reps`` timed rounds)."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    a @ b
+    sync()
+    inner = 10 if str(device).startswith("cuda") else 1
+    best = math.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            a @ b
+        sync()
+        best = min(best, (time.perf_counter() - t0) / inner)
+    return 2 * size ** 3 / best / 1e9
+
+
+def model_gflops(q, height: int, width: int) -> dict:
+    """FLOPs (as counted by FlopCounterMode: 2 per multiply-add) of one padded image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from engine.checkpoint import load_net
+    net = load_net(q)
+    cfg = q.config
+    with torch.inference_mode():
+        x = torch.rand(1, 3, height, width)
+        with FlopCounterMode(display=False) as fc:
+            e, p, ec = net.encoder(x)
+        enc = fc.get_total_flops()
+        bits, cbits = (e > 0.5).float(), (ec > 0.5).float()
+        lv = torch.floor(p * cfg.levels).clamp(max=cfg.levels - 1)
+        with FlopCounterMode(display=False) as fc:
+            net.decoder(bits, lv, cbits)
+        dec = fc.get_total_flops()
+    return {"encode": enc / 1e9, "decode": dec / 1e9}
+
+
+# ----------------------------------------------------------------------------- runs
+
+def _best(fn, repeat: int, timer):
+    best, best_stages, out = math.inf, {}, None
+    for _ in range(max(1, repeat)):
+        timer.reset()
+        t0 = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t0
+        if dt < best:
+            best, best_stages = dt, timer.totals()
+    return best, best_stages, out
+
+
+def time_codec(codec, images: list, batch: int, repeat: int) -> tuple[list[dict], list[bytes]]:
+    from engine.timing import StageTimer
+
+    imgs = fill_batches(images, batch, codec.config.multiple)
+    arrays = [im for _, im in imgs]
+    px = sum(a.shape[0] * a.shape[1] for a in arrays)
+    warm = arrays[:batch]
+    codec.decompress_batch(codec.compress_batch(warm, batch_size=batch), batch_size=batch)
+    codec.timer = StageTimer()
+    rows = []
+    try:
+        t, stages, blobs = _best(lambda: codec.compress_batch(arrays, batch_size=batch), repeat, codec.timer)
+        rows.append(_row("encode", codec, batch, len(arrays), px, t, stages))
+        t, stages, _ = _best(lambda: codec.decompress_batch(blobs, batch_size=batch), repeat, codec.timer)
+        rows.append(_row("decode", codec, batch, len(arrays), px, t, stages))
+    finally:
+        codec.timer = None
+    bpp = float(np.mean([len(b) * 8 / (a.shape[0] * a.shape[1]) for a, b in zip(arrays, blobs)]))
+    for r in rows:
+        r["mean_bpp"] = bpp
+    return rows, blobs
+
+
+def _row(op, codec, batch, n, px, t, stages) -> dict:
+    return {"op": op, "backend": codec.runner.name, "device": str(codec.runner.device), "batch": batch,
+            "images": n, "seconds": t, "images_per_s": n / t, "megapixels_per_s": px / 1e6 / t,
+            "ms_per_image": 1e3 * t / n,
+            "stages_ms_per_image": {k: 1e3 * v / n for k, v in sorted(stages.items())}}
+
+
+def _pillow_encode(rgb, fmt, q) -> bytes:
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        Image.fromarray(rgb).save(buf, format="JPEG", quality=q)
+    else:
+        Image.fromarray(rgb).save(buf, format="WEBP", quality=q, method=6)
+    return buf.getvalue()
+
+
+def _pillow_decode(data: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def baselines(images: list, target_bpp: float, repeat: int) -> dict:
+    """Pillow JPEG / WebP at the setting whose mean bpp is nearest ``target_bpp``,
+    encoded and decoded one image at a time."""
+    from engine.eval import BASELINES
+
+    out = {}
+    arrays = [im for _, im in images]
+    px = sum(a.shape[0] * a.shape[1] for a in arrays)
+    for name in ("JPEG (Pillow)", "WebP (Pillow)"):
+        fmt, settings = BASELINES[name]
+        curve = []
+        for s in settings:
+            bpp = float(np.mean([len(_pillow_encode(a, fmt, s)) * 8 / (a.shape[0] * a.shape[1]) for a in arrays]))
+            curve.append((abs(bpp - target_bpp), s, bpp))
+        _, setting, bpp = min(curve)
+        enc = dec = math.inf
+        for _ in range(max(1, repeat)):
+            t0 = time.perf_counter()
+            blobs = [_pillow_encode(a, fmt, setting) for a in arrays]
+            t1 = time.perf_counter()
+            for b in blobs:
+                _pillow_decode(b)
+            t2 = time.perf_counter()
+            enc, dec = min(enc, t1 - t0), min(dec, t2 - t1)
+        n = len(arrays)
+        out[name] = {"quality": setting, "mean_bpp": bpp, "threads": 1,
+                     "encode": {"images_per_s": n / enc, "megapixels_per_s": px / 1e6 / enc},
+                     "decode": {"images_per_s": n / dec, "megapixels_per_s": px / 1e6 / dec}}
+    out.update(_nvjpeg(arrays, out.get("JPEG (Pillow)", {}).get("quality"), repeat))
+    return out
+
+
+def _nvjpeg(arrays: list, quality, repeat: int) -> dict:
+    """torchvision's nvJPEG encode/decode on CUDA at the matched JPEG quality (GPU only)."""
+    if not torch.cuda.is_available() or quality is None:
+        return {}
+    try:
+        from torchvision.io import decode_jpeg, encode_jpeg
+    except ImportError:
+        return {"nvJPEG (torchvision)": {"skipped": "torchvision is not installed"}}
+    imgs = [torch.from_numpy(a).permute(2, 0, 1).contiguous().cuda() for a in arrays]
+    px = sum(a.shape[0] * a.shape[1] for a in arrays)
+    enc = dec = math.inf
+    datas = encode_jpeg(imgs, quality=quality)          # warm-up
+    decode_jpeg(datas, device="cuda")
+    for _ in range(max(1, repeat)):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        datas = encode_jpeg(imgs, quality=quality)
+        torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        decode_jpeg([d.cpu() for d in datas], device="cuda")
+        torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        enc, dec = min(enc, t1 - t0), min(dec, t2 - t1)
+    n = len(arrays)
+    bpp = float(np.mean([d.numel() * 8 / (a.shape[0] * a.shape[1]) for d, a in zip(datas, arrays)]))
+    return {"nvJPEG (torchvision)": {"quality": quality, "mean_bpp": bpp, "batched": True,
+                                     "encode": {"images_per_s": n / enc, "megapixels_per_s": px / 1e6 / enc},
+                                     "decode": {"images_per_s": n / dec, "megapixels_per_s": px / 1e6 / dec}}}
+
+
+# ----------------------------------------------------------------------------- backends
+
+def available_backends() -> list[str]:
+    out = list(CPU_BACKENDS)
+    if torch.cuda.is_available():
+        out.append("torch-cuda")
+        from engine.trt_build import tensorrt_importable
+        if tensorrt_importable():
+            out.append("tensorrt")
+    return out
+
+
+def backend_spec(name: str) -> tuple[str, str]:
+    """bench backend name -> (Codec backend, device)."""
+    return {"torch": ("torch", "cpu"), "onnxruntime": ("onnxruntime", "cpu"),
+            "torch-cuda": ("torch", "cuda"), "tensorrt": ("tensorrt", "cuda")}[name]
+
+
+def ensure_artifacts(q, backend: str, build_dir, allow_build: bool, log) -> str | None:
+    """None when the backend's artifacts are usable (building them if allowed), else why not."""
+    if backend not in ("onnxruntime", "tensorrt"):
+        return None
+    from engine import build as B
+    status, reason = B.artifact_status(q, backend, "fp32", build_dir)
+    if status == "ok":
+        return None
+    hint = B.rebuild_hint(q, backend, "fp32", build_dir)
+    if not allow_build:
+        return f"{backend} artifacts are {status} ({reason}); build them with: {hint}"
+    log(f"building {backend} artifacts for {q.model} q{q.quality} ({status}: {reason}) ...")
+    try:
+        B.build_quality(q, backend, "fp32", build_dir, log=lambda *a: None)
+    except Exception as e:  # noqa: BLE001 - report and go on with the other backends
+        return f"building {backend} failed: {e}; try: {hint}"
+    return None
+
+
+# ----------------------------------------------------------------------------- report
+
+def markdown(res: dict) -> str:
+    m = res["machine"]
+    lines = [f"# Throughput: {res['model']} q{res['quality']}", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores / {m['logical_cpus']} logical CPUs"
+             + (f", GPU {m['gpu']}" if m["gpu"] else "") + f"; {m['threads']} threads; torch {m['torch']}"
+             + (f", onnxruntime {m['onnxruntime']}" if m.get("onnxruntime") else ""), "",
+             f"Images: {res['images']} from `{res['data']}` (mean {res['mean_pixels'] / 1e6:.3f} MP); "
+             f"codec mean {res['mean_bpp']:.4f} bpp.  Command: `{res['command']}`", "",
+             f"Floor: {res['floor']['gflop_per_image']['encode']:.2f} GFLOP encode, "
+             f"{res['floor']['gflop_per_image']['decode']:.2f} GFLOP decode per image; "
+             f"measured peak {res['peak_gflops']:.1f} GFLOP/s (float32 matmul, {res['peak_device']}).", "",
+             "| backend | device | batch | op | images | img/s | MP/s | ms/img | "
+             + " | ".join(STAGES) + " | floor/network | floor/total |",
+             "|" + "---|" * (10 + len(STAGES))]
+    for r in res["rows"]:
+        st = r["stages_ms_per_image"]
+        lines.append(f"| {r['backend']} | {r['device']} | {r['batch']} | {r['op']} | {r['images']} | "
+                     f"{r['images_per_s']:.2f} | {r['megapixels_per_s']:.2f} | {r['ms_per_image']:.1f} | "
+                     + " | ".join(f"{st[s]:.1f}" if s in st else "" for s in STAGES)
+                     + f" | {r['floor_fraction_network']:.1%} | {r['floor_fraction_total']:.1%} |")
+    if res.get("default_vs_torch"):
+        lines += ["", f"Default backend (`auto`): **{res['default_backend']}**; images/s relative to torch eager "
+                  "on the same device, same run:", "", "| op | batch | default / torch |", "|---|---|---|"]
+        for d in res["default_vs_torch"]:
+            lines.append(f"| {d['op']} | {d['batch']} | {d['ratio']:.2f}x |")
+    if res.get("baselines"):
+        lines += ["", "Baselines at matched bpp (one image at a time, one thread):", "",
+                  "| codec | quality | mean bpp | encode img/s | encode MP/s | decode img/s | decode MP/s |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, b in res["baselines"].items():
+            if "skipped" in b:
+                lines.append(f"| {name} | skipped: {b['skipped']} | | | | | |")
+                continue
+            lines.append(f"| {name} | {b['quality']} | {b['mean_bpp']:.4f} | {b['encode']['images_per_s']:.1f} | "
+                         f"{b['encode']['megapixels_per_s']:.1f} | {b['decode']['images_per_s']:.1f} | "
+                         f"{b['decode']['megapixels_per_s']:.1f} |")
+    if res.get("skipped"):
+        lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in res["skipped"].items())]
+    lines += ["", "Stages are milliseconds per image summed over threads/streams (overlapping stages can add "
+              "up to more than ms/img).  floor = FLOPs / measured peak; floor/network and floor/total are the "
+              "fractions of the peak achieved by the network stage and end to end.", ""]
+    return "\n".join(lines)
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    backends = list(dict.fromkeys(f"{r['backend']} ({r['device']})" for r in res["rows"]))
+    batches = sorted({r["batch"] for r in res["rows"]})
+    width = 0.8 / max(1, len(backends))
+    for ax, op in zip(axes, ("encode", "decode")):
+        for k, be in enumerate(backends):
+            vals = [next((r["megapixels_per_s"] for r in res["rows"] if r["op"] == op and r["batch"] == b
+                          and f"{r['backend']} ({r['device']})" == be), 0.0) for b in batches]
+            ax.bar(np.arange(len(batches)) + k * width, vals, width, label=be)
+        for name, b in res.get("baselines", {}).items():
+            if op in b:
+                ax.axhline(b[op]["megapixels_per_s"], ls="--", lw=1, color="gray")
+                ax.text(len(batches) - 0.5, b[op]["megapixels_per_s"], f"{name} q{b['quality']}", fontsize=7,
+                        va="bottom", ha="right")
+        ax.set_xticks(np.arange(len(batches)) + width * (len(backends) - 1) / 2)
+        ax.set_xticklabels([f"batch {b}" for b in batches])
+        ax.set_ylabel("megapixels / s (end to end)")
+        ax.set_title(op)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    m = res["machine"]
+    fig.suptitle(f"{res['model']} q{res['quality']}: {m['gpu'] or m['cpu']}, {m['threads']} threads", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "kodak"))
+    ap.add_argument("--limit", type=int, default=0, help="first N images only")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--model-dir", default=None, help="folder holding model folders (default: shipped)")
+    ap.add_argument("--quality", type=int, default=None)
+    ap.add_argument("--backends", default=None, help="comma list of " + ",".join(CPU_BACKENDS + GPU_BACKENDS)
+                    + " (default: all available here)")
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--threads", type=int, default=None, help="torch / ORT threads (default: all CPUs)")
+    ap.add_argument("--repeat", type=int, default=2, help="timed runs per cell, best kept")
+    ap.add_argument("--entropy", default="context", choices=["context", "none"])
+    ap.add_argument("--kernels", default=None, choices=["auto", "torch", "triton"])
+    ap.add_argument("--build-dir", default=None, help="artifact folder (default: ENGINE_BUILD_DIR or build/)")
+    ap.add_argument("--no-build", action="store_true", help="do not build missing ONNX/TensorRT artifacts")
+    ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--peak-size", type=int, default=2048, help="matmul side for the peak measurement")
+    ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    args = ap.parse_args(argv)
+
+    import engine
+    from engine.checkpoint import DEFAULT_MODEL, resolve
+    from engine.runners.select import auto_backend
+
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+    if args.build_dir:
+        os.environ["ENGINE_BUILD_DIR"] = str(Path(args.build_dir).resolve())
+    model = args.model or DEFAULT_MODEL
+    root = Path(args.model_dir) if args.model_dir else None
+    q = resolve(model, args.quality, root=root)
+    images = load_images(args.data, args.limit)
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    wanted = args.backends.split(",") if args.backends else available_backends()
+    info = machine_info(threads)
+    res = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "command": "python -m bench.throughput " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "machine": info, "model": model, "quality": q.quality, "data": str(args.data),
+           "images": len(images), "mean_pixels": float(np.mean([a.shape[0] * a.shape[1] for _, a in images])),
+           "entropy": args.entropy, "rows": [], "skipped": {}}
+
+    for name in wanted:
+        backend, device = backend_spec(name)
+        if device == "cuda" and not torch.cuda.is_available():
+            res["skipped"][name] = "no CUDA device"
+            continue
+        why = ensure_artifacts(q, backend, args.build_dir, not args.no_build, log)
+        if why:
+            res["skipped"][name] = why
+            log(f"skipping {name}: {why}")
+            continue
+        codec = engine.Codec(quality=q.quality, model=model, root=root, backend=backend, device=device,
+                             kernels=args.kernels, entropy=args.entropy, threads=threads)
+        for b in batches:
+            log(f"{name} batch {b} ...")
+            rows, _ = time_codec(codec, images, b, args.repeat)
+            for r in rows:
+                r["bench_backend"] = name
+                log(f"  {r['op']}: {r['images_per_s']:.2f} img/s, {r['megapixels_per_s']:.2f} MP/s")
+            res["rows"] += rows
+        del codec
+    if not res["rows"]:
+        raise SystemExit("no backend ran: " + json.dumps(res["skipped"]))
+    res["mean_bpp"] = float(np.mean([r["mean_bpp"] for r in res["rows"]]))
+
+    # default backend vs torch eager, same device, this run
+    dev = "cuda" if any(r["device"].startswith("cuda") for r in res["rows"]) else "cpu"
+    try:
+        default = auto_backend(q, None if dev == "cuda" else "cpu", build_dir=args.build_dir)
+    except Exception as e:  # noqa: BLE001 - stale artifacts etc.
+        default = f"unavailable ({e})"
+    res["default_backend"] = default
+    res["default_vs_torch"] = []
+    per = {(r["backend"], r["device"].split(":")[0], r["op"], r["batch"]): r for r in res["rows"]}
+    for (be, d, op, b), r in sorted(per.items()):
+        if be == default and d == dev and default != "torch" and ("torch", dev, op, b) in per:
+            res["default_vs_torch"].append({"op": op, "batch": b, "device": dev, "ratio":
+                                            r["images_per_s"] / per[("torch", dev, op, b)]["images_per_s"]})
+
+    # the floor
+    mult = q.config.multiple
+    padded = float(np.mean([-(-a.shape[0] // mult) * mult * -(-a.shape[1] // mult) * mult for _, a in images]))
+    per_px = {k: v / (512 * 768) for k, v in model_gflops(q, 512, 768).items()}
+    gflop = {k: v * padded for k, v in per_px.items()}
+    peaks = {dev: peak_gflops(dev, args.peak_size)}
+    res["peak_device"] = dev
+    res["peak_gflops"] = peaks[dev]
+    res["floor"] = {"gflop_per_image": gflop,
+                    "seconds_per_image": {k: v / peaks[dev] for k, v in gflop.items()}}
+    for r in res["rows"]:
+        d = r["device"].split(":")[0]
+        if d not in peaks:
+            peaks[d] = peak_gflops(d, args.peak_size)
+        r["peak_gflops"] = peaks[d]
+        floor_s = gflop[r["op"]] / peaks[d]
+        net_s = r["stages_ms_per_image"].get("network", float("nan")) / 1e3
+        r["floor_fraction_network"] = floor_s / net_s if net_s > 0 else float("nan")
+        r["floor_fraction_total"] = floor_s / (r["ms_per_image"] / 1e3)
+
+    if not args.no_baselines:
+        log("baselines ...")
+        res["baselines"] = baselines(images, res["mean_bpp"], args.repeat)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"throughput-{machine_slug(info)}"
+    from engine.checkpoint import atomic_write_bytes
+    atomic_write_bytes(stem.with_suffix(".json"), (json.dumps(res, indent=1) + "\n").encode())
+    atomic_write_bytes(stem.with_suffix(".md"), markdown(res).encode())
+    plot(res, stem.with_suffix(".png"))
+    log(f"wrote {stem}.json/.md/.png")
+    print(markdown(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()
