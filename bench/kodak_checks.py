@@ -24,19 +24,8 @@ from engine import entropy, importance
 from engine.checkpoint import DEFAULT_MODEL, qualities, resolve
 from engine.codec import postprocess, preprocess
 from engine.data import list_images, load_rgb
+from engine.eval import machine
 from engine.runners import make_runner
-
-
-def machine() -> str:
-    cpu = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu or platform.processor()} ({os.cpu_count()} cpus), {platform.system()}"
 
 
 def check_entropy(model, qs, images, root):

@@ -25,6 +25,21 @@ from PIL import Image
 from .data import list_images, load_rgb
 
 
+def machine() -> str:
+    """CPU model, core count and OS, for results files."""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import os
+    return f"{cpu or platform.processor() or platform.machine()} ({os.cpu_count()} cpus), {platform.system()}, torch {torch.__version__}"
+
+
 def psnr_rgb(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
@@ -32,8 +47,8 @@ def psnr_rgb(a: np.ndarray, b: np.ndarray) -> float:
 
 def ms_ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     from pytorch_msssim import ms_ssim
-    ta = torch.from_numpy(a).permute(2, 0, 1)[None].double() / 255
-    tb = torch.from_numpy(b).permute(2, 0, 1)[None].double() / 255
+    ta = torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255
+    tb = torch.from_numpy(np.array(b)).permute(2, 0, 1)[None].float() / 255
     # pytorch_msssim needs sides > (win - 1) * 2**4 = 160 for 5 scales.
     if min(a.shape[:2]) <= 160:
         return float("nan")
@@ -46,7 +61,7 @@ def pillow_codec(rgb: np.ndarray, fmt: str, q: int) -> tuple[int, np.ndarray]:
     if fmt == "JPEG":
         im.save(buf, format="JPEG", quality=q)
     elif fmt == "WEBP":
-        im.save(buf, format="WEBP", quality=q, method=6)
+        im.save(buf, format="WEBP", quality=q)
     elif fmt == "JPEG2000":
         im.save(buf, format="JPEG2000", quality_mode="rates", quality_layers=[q], irreversible=True)
     n = buf.tell()
@@ -56,10 +71,10 @@ def pillow_codec(rgb: np.ndarray, fmt: str, q: int) -> tuple[int, np.ndarray]:
 
 
 BASELINES = {
-    "JPEG (Pillow)": ("JPEG", [1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 75, 90]),
-    "WebP (Pillow)": ("WEBP", [0, 2, 5, 10, 20, 30, 40, 50, 60, 75, 90]),
+    "JPEG (Pillow)": ("JPEG", [1, 2, 4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 75]),
+    "WebP (Pillow)": ("WEBP", [0, 5, 10, 20, 30, 40, 50, 60, 75]),
     # Pillow's JPEG2000 "rates" are compression ratios (24 bpp / ratio)
-    "JPEG2000 (Pillow/OpenJPEG)": ("JPEG2000", [400, 240, 160, 120, 96, 80, 60, 48, 40, 30, 24]),
+    "JPEG2000 (Pillow/OpenJPEG)": ("JPEG2000", [240, 160, 120, 96, 80, 60, 48, 40, 30]),
 }
 
 
@@ -87,6 +102,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--model-dir", default=None, help="folder holding model folders (default: shipped)")
     ap.add_argument("--quality", default=None, help="comma list (default: all)")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--entropy", default="context")
@@ -102,15 +118,17 @@ def main(argv=None):
     model = args.model or DEFAULT_MODEL
     if args.threads:
         torch.set_num_threads(args.threads)
-    qs = [int(q) for q in args.quality.split(",")] if args.quality else qualities(model)
+    root = Path(args.model_dir) if args.model_dir else None
+    qs = [int(q) for q in args.quality.split(",")] if args.quality else qualities(model, root)
     paths = list_images(args.data)[: args.limit or None]
     images = [load_rgb(p) for p in paths]
-    out = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cpus, {platform.processor() or ''}".strip(),
+    out = {"machine": machine(),
            "command": "python -m engine.eval " + " ".join(argv if argv is not None else sys.argv[1:]),
            "images": [p.name for p in paths], "ours": {}, "baselines": {}}
     points = []
     for q in qs:
-        codec = engine.Codec(quality=q, model=model, backend=args.backend, entropy=args.entropy, threads=args.threads)
+        codec = engine.Codec(quality=q, model=model, backend=args.backend, entropy=args.entropy, threads=args.threads,
+                             root=root)
         rows = []
         for p, rgb in zip(paths, images):
             t0 = time.perf_counter()
@@ -162,9 +180,33 @@ def main(argv=None):
         from .checkpoint import atomic_write_bytes
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(args.json, json.dumps(out, indent=1).encode())
+        atomic_write_bytes(str(Path(args.json).with_suffix(".md")), markdown(out).encode())
     if args.plot:
         plot(out, args.plot, args.anchors)
     return out
+
+
+def markdown(out) -> str:
+    lines = [f"# {out['name']}: {len(out['images'])} images", "", f"Machine: {out['machine']}", "",
+             f"Command: `{out['command']}`", "",
+             "| quality | bpp | PSNR-RGB | MS-SSIM-RGB | enc s | dec s | JPEG PSNR @bpp | JPEG MS-SSIM @bpp | WebP PSNR @bpp | JPEG2000 PSNR @bpp |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    matched = {m["quality"]: m for m in out.get("matched", [])}
+
+    def f(v, d=2):
+        return "—" if v is None else f"{v:.{d}f}"
+    for q, r in out["ours"].items():
+        mn = r["mean"]
+        m = matched.get(int(q), {})
+        j, w, k = (m.get(n, {}) for n in ("JPEG (Pillow)", "WebP (Pillow)", "JPEG2000 (Pillow/OpenJPEG)"))
+        lines.append(f"| {q} | {mn['bpp']:.4f} | {mn['psnr-rgb']:.2f} | {mn['ms-ssim-rgb']:.4f} | {mn['encoding_time']:.2f} | "
+                     f"{mn['decoding_time']:.2f} | {f(j.get('psnr-rgb'))} | {f(j.get('ms-ssim-rgb'), 4)} | {f(w.get('psnr-rgb'))} | "
+                     f"{f(k.get('psnr-rgb'))} |")
+    lines += ["", "Baselines are interpolated linearly in bpp between their measured settings (— : outside their range).", ""]
+    for name, curve in out.get("baselines", {}).items():
+        lines.append(f"* {name}: " + ", ".join(f"{p['setting']}: {p['bpp']:.3f} bpp {p['psnr-rgb']:.2f} dB {p['ms-ssim-rgb']:.4f}"
+                                              for p in curve))
+    return "\n".join(lines) + "\n"
 
 
 def plot(out, path, anchors_dir=None):
