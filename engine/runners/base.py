@@ -24,3 +24,18 @@ class Runner:
 
     def decode(self, bits: torch.Tensor, levels: torch.Tensor, cbits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+
+class GraphRunner(Runner):
+    """A runner over two exported graphs, "encoder" and "decoder", run by ``_run(net, inputs)``."""
+
+    def _run(self, net: str, inputs: tuple) -> tuple:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def encode(self, ycc):
+        return self._run("encoder", (ycc,))
+
+    @torch.inference_mode()
+    def decode(self, bits, levels, cbits):
+        return self._run("decoder", (bits, levels, cbits))[0]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..export import IO_NAMES, check_io_names, output_shapes
-from .base import BackendUnavailable, Runner
+from .base import BackendUnavailable, GraphRunner
 
 CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
@@ -58,7 +58,7 @@ def choose_providers(device: str | None, providers, available, cuda_visible: boo
     return dev, [CPU_EP]
 
 
-class OrtRunner(Runner):
+class OrtRunner(GraphRunner):
     name = "onnxruntime"
 
     def __init__(self, q, device: str | None = None, threads: int | None = None, build_dir=None,
@@ -109,11 +109,3 @@ class OrtRunner(Runner):
         sess.run_with_iobinding(binding)
         binding.synchronize_outputs()
         return tuple(outs)
-
-    @torch.inference_mode()
-    def encode(self, ycc):
-        return self._run("encoder", (ycc,))
-
-    @torch.inference_mode()
-    def decode(self, bits, levels, cbits):
-        return self._run("decoder", (bits, levels, cbits))[0]

@@ -23,10 +23,10 @@ import torch
 from ..export import IO_NAMES, check_io_names, check_shape_in_profile, output_shapes
 from ..trt_build import (TRT_NO_CUDA, deserialize_engine, engine_io, import_tensorrt, tensorrt_environment,
                          torch_dtype_name)
-from .base import BackendUnavailable, Runner
+from .base import BackendUnavailable, GraphRunner
 
 
-class TrtRunner(Runner):
+class TrtRunner(GraphRunner):
     name = "tensorrt"
 
     def __init__(self, q, device: str | None = None, build_dir=None, precision: str = "fp32", **_):
@@ -96,11 +96,3 @@ class TrtRunner(Runner):
         # Inputs stay alive until torch's allocator sees later work on this
         # stream, which is ordered after the engine: no extra sync needed.
         return tuple(outs[n].float() for n in out_names)
-
-    @torch.inference_mode()
-    def encode(self, ycc):
-        return self._run("encoder", (ycc,))
-
-    @torch.inference_mode()
-    def decode(self, bits, levels, cbits):
-        return self._run("decoder", (bits, levels, cbits))[0]
