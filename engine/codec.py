@@ -253,7 +253,7 @@ class Codec:
         if hdr.entropy == bitstream.ENTROPY_RAW:
             levels = entropy.unpack_map_raw(msec, h, w, cfg.levels)
             from kernels import reference
-            ny = int(levels.astype(np.int64).sum()) * (cfg.n // (cfg.levels - 1))
+            ny = reference.expected_ybits(levels, cfg.n, cfg.levels)
             nc = 0 if gray else cfg.m * hc * wc
             if len(ysec) != (ny + 7) // 8 or len(csec) != (nc + 7) // 8:
                 raise BitstreamError(f"code sections have {len(ysec)}+{len(csec)} bytes, the map implies "

@@ -24,6 +24,7 @@ from .checkpoint import CHECKPOINT_DIR, write_model_dir
 from .codec import preprocess
 from .data import list_images, load_rgb
 from .model import CodecNet, ModelConfig
+from kernels import reference
 
 
 def encode_samples(net: CodecNet, paths, biases, max_side: int = 768):
@@ -84,7 +85,8 @@ def main(argv=None):
         pixels += h * w
         for b in biases:
             lv, yd, cd = out[b]
-            raw = len(entropy.pack_map_raw(lv, cfg.levels)) + (int(yd.sum() * 0) + int(lv.astype(int).sum()) * (cfg.n // (cfg.levels - 1)) + 7) // 8 + (cd.size + 7) // 8
+            raw = (len(entropy.pack_map_raw(lv, cfg.levels))
+                   + (reference.expected_ybits(lv, cfg.n, cfg.levels) + 7) // 8 + (cd.size + 7) // 8)
             ms = entropy.encode_map(lv, cfg.levels, tables[b])
             ys, cs = entropy.encode_codes(lv, yd, cd, cfg.n, cfg.levels, tables[b])
             report[b]["raw"] += raw * 8

@@ -1,0 +1,33 @@
+"""engine.train -> engine.ship -> Codec, end to end on a tiny config."""
+import json
+
+import numpy as np
+from PIL import Image
+
+import engine
+from engine import ship, train
+
+
+def test_train_resume_ship_and_codec(tmp_path):
+    data = tmp_path / "imgs"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(data / f"im{i}.png")
+    run = tmp_path / "run"
+    common = ["--data", str(data), "--out", str(run), "--config", "tiny", "--patch", "32", "--batch", "2",
+              "--holdout", "1", "--log-every", "2", "--save-every", "2", "--threads", "1"]
+    train.main(common + ["--steps", "2"])
+    train.main(common + ["--steps", "4"])  # resumes from step 2
+    assert json.loads((run / "train.json").read_text())["step"] == 4
+    assert len((run / "log.jsonl").read_text().splitlines()) == 2
+
+    out = tmp_path / "models"
+    ship.main(["--run", str(run), "--name", "t", "--data", str(data), "--biases=-1,0,1",
+               "--fit-images", "2", "--out-root", str(out)])
+    meta = json.loads((out / "t" / "model.json").read_text())
+    assert sorted(meta["qualities"]) == ["1", "2", "3"]
+    assert (out / "t" / "entropy.safetensors").exists()
+    codec = engine.Codec(model="t", root=out, quality=2, backend="torch")
+    img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    assert codec.decompress(codec.compress(img)).shape == img.shape
