@@ -31,3 +31,25 @@ def test_train_resume_ship_and_codec(tmp_path):
     codec = engine.Codec(model="t", root=out, quality=2, backend="torch")
     img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
     assert codec.decompress(codec.compress(img)).shape == img.shape
+
+
+def test_warm_start_with_mse_distortion(tmp_path):
+    """--init loads an earlier run's weights (fresh optimizer); --distortion mse trains."""
+    from safetensors.torch import load_file
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(data / f"im{i}.png")
+    common = ["--data", str(data), "--config", "tiny", "--patch", "32", "--batch", "2",
+              "--holdout", "1", "--log-every", "1", "--save-every", "1", "--threads", "1"]
+    train.main(common + ["--out", str(tmp_path / "a"), "--steps", "1"])
+    init = tmp_path / "a" / "weights.safetensors"
+    # lr 0: the warm-started weights must come back unchanged after a step.
+    train.main(common + ["--out", str(tmp_path / "b"), "--steps", "1", "--init", str(init),
+                         "--distortion", "mse", "--lr", "0", "--seed", "1"])
+    a, b = load_file(str(init)), load_file(str(tmp_path / "b" / "weights.safetensors"))
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+    rec = json.loads((tmp_path / "b" / "log.jsonl").read_text().splitlines()[0])
+    assert rec["dist"] > 0 and json.loads((tmp_path / "b" / "train.json").read_text())["args"]["distortion"] == "mse"
