@@ -21,14 +21,14 @@ from safetensors.numpy import save_file
 
 from . import entropy, importance
 from .checkpoint import CHECKPOINT_DIR, write_model_dir
-from .codec import preprocess
+from .codec import postprocess, preprocess
 from .data import list_images, load_rgb
 from .model import CodecNet, ModelConfig
 from kernels import reference
 
 
 def encode_samples(net: CodecNet, paths, biases, max_side: int = 768):
-    """Yield per image: {bias: (levels, ydense, cdense)} with the torch encoder."""
+    """Yield per image: (rgb, {bias: (levels, ydense, cdense)}) with the torch encoder."""
     cfg = net.cfg
     for p in paths:
         rgb = load_rgb(p)[:max_side, :max_side]
@@ -42,7 +42,7 @@ def encode_samples(net: CodecNet, paths, biases, max_side: int = 768):
             q = importance.quantize_levels(torch.sigmoid(logit + b), cfg.levels)
             mask = importance.channel_mask(q, cfg.n, cfg.levels)[0].numpy().astype(np.uint8)
             out[b] = (q[0, 0].numpy().astype(np.uint8), yb * mask, cb)
-        yield rgb.shape[:2], out
+        yield rgb, out
 
 
 def main(argv=None):
@@ -78,13 +78,19 @@ def main(argv=None):
     tables = {b: entropy.fit(samples[b], cfg.n, cfg.levels, cfg.m) for b in biases}
     print(f"fitted tables on {len(fit_paths)} training images in {time.time() - t0:.0f}s", flush=True)
 
-    # Rates on the held-out training images (raw and context-coded payload bits).
-    report = {b: {"raw": 0.0, "ctx": 0.0} for b in biases}
+    # Rates (raw and context-coded payload bits) and PSNR-RGB on the held-out
+    # training images: what the ladder is chosen on (never the test set).
+    report = {b: {"raw": 0.0, "ctx": 0.0, "sse": 0.0} for b in biases}
     pixels = 0
-    for (h, w), out in encode_samples(net, val_paths, biases, max_side=10 ** 6):
+    for rgb, out in encode_samples(net, val_paths, biases, max_side=10 ** 6):
+        h, w = rgb.shape[:2]
         pixels += h * w
         for b in biases:
             lv, yd, cd = out[b]
+            with torch.inference_mode():
+                rec = net.decoder(torch.from_numpy(yd[None]).float(), torch.from_numpy(lv[None, None]).float(),
+                                  torch.from_numpy(cd[None]).float())
+            report[b]["sse"] += float(((postprocess(rec, h, w).astype(np.float64) - rgb) ** 2).sum())
             raw = (len(entropy.pack_map_raw(lv, cfg.levels))
                    + (reference.expected_ybits(lv, cfg.n, cfg.levels) + 7) // 8 + (cd.size + 7) // 8)
             ms = entropy.encode_map(lv, cfg.levels, tables[b])
@@ -94,8 +100,11 @@ def main(argv=None):
     ladder = {}
     for i, b in enumerate(biases, 1):
         r = {k: v / pixels for k, v in report[b].items()}
-        ladder[i] = {"imp_bias": b, "val_bpp_raw": round(r["raw"], 4), "val_bpp_context": round(r["ctx"], 4)}
-        print(f"quality {i}: bias {b:+.2f}  held-out bpp raw {r['raw']:.3f}  context {r['ctx']:.3f}", flush=True)
+        psnr = 10 * np.log10(255 ** 2 / max(r["sse"] / 3, 1e-12))
+        ladder[i] = {"imp_bias": b, "val_bpp_raw": round(r["raw"], 4), "val_bpp_context": round(r["ctx"], 4),
+                     "val_psnr_rgb": round(float(psnr), 3)}
+        print(f"quality {i}: bias {b:+.2f}  held-out bpp raw {r['raw']:.3f}  context {r['ctx']:.3f}  "
+              f"PSNR-RGB {psnr:.2f} dB", flush=True)
 
     prov = {"training": train, "ship_command": "python -m engine.ship " + " ".join(argv or __import__("sys").argv[1:]),
             "entropy_tables": f"counted on {len(fit_paths)} training images (run split, validation excluded)"}

@@ -27,6 +27,7 @@ def test_train_resume_ship_and_codec(tmp_path):
                "--fit-images", "2", "--out-root", str(out)])
     meta = json.loads((out / "t" / "model.json").read_text())
     assert sorted(meta["qualities"]) == ["1", "2", "3"]
+    assert all(v["val_psnr_rgb"] > 0 and v["val_bpp_context"] > 0 for v in meta["qualities"].values())
     assert (out / "t" / "entropy.safetensors").exists()
     codec = engine.Codec(model="t", root=out, quality=2, backend="torch")
     img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
