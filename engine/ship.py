@@ -53,6 +53,8 @@ def main(argv=None):
     ap.add_argument("--biases", default="-1.5,-0.75,0,0.75,1.5")
     ap.add_argument("--fit-images", type=int, default=120)
     ap.add_argument("--out-root", default=str(CHECKPOINT_DIR))
+    ap.add_argument("--lineage", nargs="*", default=[],
+                    help="train.json files of the earlier runs a warm-started (--init) run grew from")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     run = Path(args.run)
@@ -108,6 +110,8 @@ def main(argv=None):
 
     prov = {"training": train, "ship_command": "python -m engine.ship " + " ".join(argv or __import__("sys").argv[1:]),
             "entropy_tables": f"counted on {len(fit_paths)} training images (run split, validation excluded)"}
+    if args.lineage:
+        prov["earlier_training"] = [json.loads(Path(f).read_text()) for f in args.lineage]
     d = write_model_dir(Path(args.out_root) / args.name, net, {i: v["imp_bias"] for i, v in ladder.items()}, prov,
                         extra={i: {k: v for k, v in ladder[i].items() if k != "imp_bias"} for i in ladder})
     flat = {}

@@ -24,10 +24,12 @@ def test_train_resume_ship_and_codec(tmp_path):
 
     out = tmp_path / "models"
     ship.main(["--run", str(run), "--name", "t", "--data", str(data), "--biases=-1,0,1",
-               "--fit-images", "2", "--out-root", str(out)])
+               "--fit-images", "2", "--out-root", str(out),
+               "--lineage", str(run / "train.json")])
     meta = json.loads((out / "t" / "model.json").read_text())
     assert sorted(meta["qualities"]) == ["1", "2", "3"]
     assert all(v["val_psnr_rgb"] > 0 and v["val_bpp_context"] > 0 for v in meta["qualities"].values())
+    assert meta["provenance"]["earlier_training"][0]["step"] == 4
     assert (out / "t" / "entropy.safetensors").exists()
     codec = engine.Codec(model="t", root=out, quality=2, backend="torch")
     img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
