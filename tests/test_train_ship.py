@@ -8,12 +8,16 @@ import engine
 from engine import ship, train
 
 
+def _images(folder, n, shape, rng):
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+    return folder
+
+
 def test_train_resume_ship_and_codec(tmp_path):
-    data = tmp_path / "imgs"
-    data.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(data / f"im{i}.png")
+    data = _images(tmp_path / "imgs", 4, (48, 64), rng)
     run = tmp_path / "run"
     common = ["--data", str(data), "--out", str(run), "--config", "tiny", "--patch", "32", "--batch", "2",
               "--holdout", "1", "--log-every", "2", "--save-every", "2", "--threads", "1"]
@@ -40,11 +44,7 @@ def test_warm_start_with_mse_distortion(tmp_path):
     """--init loads an earlier run's weights (fresh optimizer); --distortion mse trains."""
     from safetensors.torch import load_file
 
-    data = tmp_path / "imgs"
-    data.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(data / f"im{i}.png")
+    data = _images(tmp_path / "imgs", 3, (40, 40), np.random.default_rng(1))
     common = ["--data", str(data), "--config", "tiny", "--patch", "32", "--batch", "2",
               "--holdout", "1", "--log-every", "1", "--save-every", "1", "--threads", "1"]
     train.main(common + ["--out", str(tmp_path / "a"), "--steps", "1"])
