@@ -71,7 +71,7 @@ def pillow_codec(rgb: np.ndarray, fmt: str, q: int) -> tuple[int, np.ndarray]:
 
 
 BASELINES = {
-    "JPEG (Pillow)": ("JPEG", [1, 2, 4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 75]),
+    "JPEG (Pillow)": ("JPEG", [2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 25, 30, 40, 50, 60, 75]),
     "WebP (Pillow)": ("WEBP", [0, 5, 10, 20, 30, 40, 50, 60, 75]),
     # Pillow's JPEG2000 "rates" are compression ratios (24 bpp / ratio)
     "JPEG2000 (Pillow/OpenJPEG)": ("JPEG2000", [240, 160, 120, 96, 80, 60, 48, 40, 30]),
