@@ -78,11 +78,13 @@ def test_decoder_matches_training_forward():
     assert torch.allclose(rec, rec2, atol=1e-6)
 
 
-def test_training_steps_lower_loss_on_fixed_batch():
+@pytest.mark.parametrize("distortion,lam", [("l1", 1.0), ("mse", 0.05)])
+def test_training_steps_lower_loss_on_fixed_batch(distortion, lam):
     from engine.train import loss_fn
 
     class A:
         gamma, target_bpp = 1.0, 0.3
+    A.distortion = distortion
 
     torch.manual_seed(0)
     net = CodecNet(CONFIGS["tiny"])
@@ -91,7 +93,7 @@ def test_training_steps_lower_loss_on_fixed_batch():
     losses = []
     for _ in range(40):
         rec, m, m0 = net(x)
-        loss = loss_fn(net, rec, x, m, m0, A, 1.0)[0]
+        loss = loss_fn(net, rec, x, m, m0, A, lam)[0]
         opt.zero_grad()
         loss.backward()
         opt.step()
