@@ -157,19 +157,16 @@ def model_gflops(q, height: int, width: int) -> dict:
 
 # ----------------------------------------------------------------------------- runs
 
-def _best(fn, repeat: int, timer):
-    best, best_stages, out = math.inf, {}, None
-    for _ in range(max(1, repeat)):
-        timer.reset()
-        t0 = time.perf_counter()
-        out = fn()
-        dt = time.perf_counter() - t0
-        if dt < best:
-            best, best_stages = dt, timer.totals()
-    return best, best_stages, out
+def _timed(fn, timer):
+    """(seconds, per-stage totals, result) of one call."""
+    timer.reset()
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, timer.totals(), out
 
 
-def time_codec(codec, images: list, batch: int, repeat: int) -> tuple[list[dict], list[bytes]]:
+def time_codec(codec, images: list, batch: int) -> list[dict]:
+    """One timed round (after a warm-up batch): the encode and decode rows."""
     from engine.timing import StageTimer
 
     imgs = fill_batches(images, batch, codec.config.multiple)
@@ -180,16 +177,16 @@ def time_codec(codec, images: list, batch: int, repeat: int) -> tuple[list[dict]
     codec.timer = StageTimer()
     rows = []
     try:
-        t, stages, blobs = _best(lambda: codec.compress_batch(arrays, batch_size=batch), repeat, codec.timer)
+        t, stages, blobs = _timed(lambda: codec.compress_batch(arrays, batch_size=batch), codec.timer)
         rows.append(_row("encode", codec, batch, len(arrays), px, t, stages))
-        t, stages, _ = _best(lambda: codec.decompress_batch(blobs, batch_size=batch), repeat, codec.timer)
+        t, stages, _ = _timed(lambda: codec.decompress_batch(blobs, batch_size=batch), codec.timer)
         rows.append(_row("decode", codec, batch, len(arrays), px, t, stages))
     finally:
         codec.timer = None
     bpp = float(np.mean([len(b) * 8 / (a.shape[0] * a.shape[1]) for a, b in zip(arrays, blobs)]))
     for r in rows:
         r["mean_bpp"] = bpp
-    return rows, blobs
+    return rows
 
 
 def _row(op, codec, batch, n, px, t, stages) -> dict:
@@ -458,12 +455,13 @@ def main(argv=None) -> dict:
                                     kernels=args.kernels, entropy=args.entropy, threads=threads)
     # Backends take turns, round by round, and each cell keeps its best round: on
     # a shared machine whose speed drifts, the ratio then compares like with like.
+    rounds = max(1, args.repeat)
     for b in batches:
         best: dict[tuple[str, str], dict] = {}
-        for rnd in range(max(1, args.repeat)):
+        for rnd in range(rounds):
             for name, codec in codecs.items():
-                log(f"{name} batch {b} round {rnd + 1}/{max(1, args.repeat)} ...")
-                rows, _ = time_codec(codec, images, b, 1)
+                log(f"{name} batch {b} round {rnd + 1}/{rounds} ...")
+                rows = time_codec(codec, images, b)
                 for r in rows:
                     r["bench_backend"] = name
                     log(f"  {r['op']}: {r['images_per_s']:.2f} img/s, {r['megapixels_per_s']:.2f} MP/s")

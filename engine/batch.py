@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-from .codec import postprocess, preprocess
+from .codec import padded_size, postprocess, preprocess
 from .imageio import COLOR_GRAY, to_rgb
 
 ERRORS = ("raise", "return")
@@ -69,8 +69,8 @@ def compress_batch(codec, images, batch_size: int = 8, errors: str = "raise", wo
             if progress:
                 progress(1)
             continue
-        h, w = rgb.shape[:2]
-        buckets[(-(-h // mult), -(-w // mult))].append((i, rgb, color))
+        H, W = padded_size(*rgb.shape[:2], mult)
+        buckets[(H // mult, W // mult)].append((i, rgb, color))
     pool = ThreadPoolExecutor(max_workers=workers or max(1, (os.cpu_count() or 2) - 1))
     pending: list[tuple[int, Future]] = []
     dev = mdl.runner.device
@@ -137,7 +137,8 @@ def decompress_batch(codec, blobs, batch_size: int = 8, errors: str = "raise", w
                     progress(1)
                 continue
             mult = mdl.q.config.multiple
-            buckets[(mdl.q.quality, -(-hdr.height // mult), -(-hdr.width // mult))].append((i, hdr, mdl, dec))
+            H, W = padded_size(hdr.height, hdr.width, mult)
+            buckets[(mdl.q.quality, H // mult, W // mult)].append((i, hdr, mdl, dec))
     finally:
         pool.shutdown(wait=True)
     for key, items in buckets.items():

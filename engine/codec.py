@@ -25,6 +25,11 @@ from .imageio import COLOR_GRAY, DEFAULT_MAX_PIXELS, to_rgb
 from .timing import stage
 
 
+def padded_size(h: int, w: int, multiple: int) -> tuple[int, int]:
+    """The sides the networks run at: h and w rounded up to a multiple."""
+    return -(-h // multiple) * multiple, -(-w // multiple) * multiple
+
+
 def preprocess(rgb: np.ndarray, multiple: int, device="cpu") -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H', W') float32 YCbCr, replicate-padded to a multiple."""
     if not rgb.flags.writeable:
@@ -246,8 +251,7 @@ class Codec:
 
     def _parse_sections(self, hdr, mdl, msec, ysec, csec):
         cfg = mdl.q.config
-        mult = cfg.multiple
-        H, W = -(-hdr.height // mult) * mult, -(-hdr.width // mult) * mult
+        H, W = padded_size(hdr.height, hdr.width, cfg.multiple)
         h, w, hc, wc = H // 8, W // 8, H // 16, W // 16
         gray = hdr.color == COLOR_GRAY
         if hdr.entropy == bitstream.ENTROPY_RAW:

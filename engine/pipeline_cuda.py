@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .codec import postprocess_tensor, preprocess_tensor
+from .codec import padded_size, postprocess_tensor, preprocess_tensor
 from .imageio import COLOR_GRAY
 from .timing import stage
 
@@ -379,8 +379,7 @@ class CudaPipeline:
                 if progress:
                     progress(1)
                 continue
-            mult = mdl.q.config.multiple
-            H, W = -(-hdr.height // mult) * mult, -(-hdr.width // mult) * mult
+            H, W = padded_size(hdr.height, hdr.width, mdl.q.config.multiple)
             if codec._should_tile(mdl, H, W, "decoder"):
                 tiled.append(i)
             else:

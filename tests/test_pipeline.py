@@ -463,7 +463,7 @@ def test_bench_throughput_smoke(tiny_root, tmp_path):
     data = tmp_path / "imgs"
     _write_images(data, 2)
     out = throughput.main(["--data", str(data), "--model", "tiny", "--model-dir", str(tiny_root),
-                           "--backends", "torch", "--batches", "1,2", "--threads", "1", "--repeat", "1",
+                           "--backends", "torch", "--batches", "1,2", "--threads", "1", "--repeat", "2",
                            "--out", str(tmp_path / "res"), "--build-dir", str(tmp_path / "build"),
                            "--peak-size", "256", "--no-baselines"])
     files = sorted(p.name for p in (tmp_path / "res").iterdir())
@@ -471,6 +471,7 @@ def test_bench_throughput_smoke(tiny_root, tmp_path):
     assert any(f.endswith(".png") for f in files)
     js = json.loads(next((tmp_path / "res").glob("*.json")).read_text())
     rows = js["rows"]
+    assert len(rows) == 4  # two rounds, one row (the best round) per cell
     assert {(r["backend"], r["batch"], r["op"]) for r in rows} == {
         ("torch", b, op) for b in (1, 2) for op in ("encode", "decode")}
     for r in rows:
