@@ -50,26 +50,7 @@ step tests_compiled env -u TRITON_INTERPRET "$PY" -m pytest tests/test_kernels.p
 step tests_interpreter env TRITON_INTERPRET=1 "$PY" -m pytest tests/test_kernels.py -q -rs \
     -p no:cacheprovider --junitxml="$OUT/tests_interpreter.xml"
 
-step copy_bandwidth env -u TRITON_INTERPRET "$PY" - "$OUT/copy_bandwidth.json" <<'EOF'
-import json, sys, torch
-nbytes = 1 << 30
-src = torch.empty(nbytes, dtype=torch.uint8, device="cuda").random_(0, 255)
-dst = torch.empty_like(src)
-for _ in range(3):
-    dst.copy_(src)
-torch.cuda.synchronize()
-start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-times = []
-for _ in range(20):
-    start.record(); dst.copy_(src); end.record(); end.synchronize()
-    times.append(start.elapsed_time(end) / 1e3)
-best = min(times)
-res = dict(device=torch.cuda.get_device_name(), bytes_copied=nbytes, bytes_moved=2 * nbytes,
-           best_s=best, mean_s=sum(times) / len(times),
-           GBps_best=2 * nbytes / best / 1e9, GBps_mean=2 * nbytes * len(times) / sum(times) / 1e9)
-json.dump(res, open(sys.argv[1], "w"), indent=1)
-print(json.dumps(res, indent=1))
-EOF
+step copy_bandwidth env -u TRITON_INTERPRET "$PY" -m bench.copy_bandwidth "$OUT/copy_bandwidth.json"
 
 step bench env -u TRITON_INTERPRET BENCH_BATCHES="${BENCH_BATCHES:-1,8,32}" "$PY" -m pytest \
     bench/bench_kernels.py -rs -p no:cacheprovider --benchmark-json="$OUT/bench_kernels.json" \

@@ -81,18 +81,31 @@ def check_kernels(model, q, images, root, backend):
             "triton_interpreter": os.environ.get("TRITON_INTERPRET") == "1"}
 
 
-def check_parity(model, q, images, root):
+def parse_runner_spec(spec: str) -> tuple[str, str, str]:
+    """'backend:device[:precision]', e.g. 'torch:cpu', 'onnxruntime:cpu', 'torch:cuda:fp16'."""
+    parts = spec.split(":")
+    if not 2 <= len(parts) <= 3:
+        raise ValueError(f"runner spec must be backend:device[:precision], got {spec!r}")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else "fp32"
+
+
+def check_parity(model, q, images, root, ref: str = "torch:cpu", test: str = "onnxruntime:cpu"):
+    """Runner `test` against runner `ref` on the same inputs: encoder bit flips (and how
+    many bits sit within 1e-4 of the 0.5 threshold), level differences, decoder output."""
     qq = resolve(model, q, root=root)
-    tr = make_runner(qq, "torch", "cpu")
-    ort = make_runner(qq, "onnxruntime", "cpu")
+    runners = []
+    for spec in (ref, test):
+        b, d, prec = parse_runner_spec(spec)
+        runners.append(make_runner(qq, b, d, precision=prec))
+    tr, ort = runners
     cfg = qq.config
     flips = near = total = lvl = 0
     max_e = max_dec = 0.0
     max_px = 0
     for name, rgb in images:
         ycc = preprocess(rgb, cfg.multiple)
-        e1, p1, c1 = tr.encode(ycc)
-        e2, p2, c2 = ort.encode(ycc)
+        e1, p1, c1 = (t.cpu() for t in tr.encode(ycc.to(tr.device)))
+        e2, p2, c2 = (t.cpu() for t in ort.encode(ycc.to(ort.device)))
         max_e = max(max_e, float((e1 - e2).abs().max()), float((p1 - p2).abs().max()), float((c1 - c2).abs().max()))
         for a, b in ((e1, e2), (c1, c2)):
             flips += int(((a > 0.5) != (b > 0.5)).sum())
@@ -102,15 +115,15 @@ def check_parity(model, q, images, root):
         q2 = importance.quantize_levels(p2, cfg.levels)
         lvl += int((q1 != q2).sum())
         bits, lv, cb = (e1 > 0.5).float(), q1.float(), (c1 > 0.5).float()
-        d1 = tr.decode(bits, lv, cb)
-        d2 = ort.decode(bits, lv, cb)
+        d1 = tr.decode(*(t.to(tr.device) for t in (bits, lv, cb))).cpu()
+        d2 = ort.decode(*(t.to(ort.device) for t in (bits, lv, cb))).cpu()
         max_dec = max(max_dec, float((d1 - d2).abs().max()))
         h, w = rgb.shape[:2]
         max_px = max(max_px, int(np.abs(postprocess(d1, h, w).astype(int) - postprocess(d2, h, w).astype(int)).max()))
-    res = {"quality": q, "bits": total, "bit_flips": flips, "bits_within_1e-4_of_0.5": near, "level_differences": lvl,
+    res = {"quality": q, "reference": ref, "tested": test, "bits": total, "bit_flips": flips, "bits_within_1e-4_of_0.5": near, "level_differences": lvl,
            "max_abs_encoder_output_diff": max_e, "max_abs_decoder_output_diff": max_dec,
            "max_8bit_pixel_diff": max_px}
-    print(f"parity q{q}: {flips} bit flips of {total} ({near} bits within 1e-4 of 0.5), {lvl} level diffs, "
+    print(f"parity q{q} {test} vs {ref}: {flips} bit flips of {total} ({near} bits within 1e-4 of 0.5), {lvl} level diffs, "
           f"max |enc diff| {max_e:.2e}, max |dec diff| {max_dec:.2e} (x255 = {max_dec * 255:.3f}), max 8-bit diff {max_px}",
           flush=True)
     return res
@@ -125,6 +138,9 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--only", default="entropy,kernels,parity")
     ap.add_argument("--out", default="bench/results/kodak_checks")
+    ap.add_argument("--parity", default="torch:cpu,onnxruntime:cpu",
+                    help="reference,tested[,tested...] runners as backend:device[:precision] "
+                    "(e.g. torch:cpu,torch:cuda,torch:cuda:fp16)")
     args = ap.parse_args(argv)
     root = Path(args.model_dir) if args.model_dir else None
     paths = list_images(args.data)[: args.limit or None]
@@ -137,7 +153,9 @@ def main(argv=None):
     if "entropy" in only:
         out["entropy"] = check_entropy(args.model, qs, images, root)
     if "parity" in only:
-        out["parity"] = check_parity(args.model, q, images, root)
+        ref, *tested = args.parity.split(",")
+        res = [check_parity(args.model, q, images, root, ref, t) for t in tested]
+        out["parity"] = res[0] if len(res) == 1 else res
     if "kernels" in only:
         out["kernels"] = check_kernels(args.model, q, images, root, "torch")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +168,7 @@ def main(argv=None):
                f"{1e3 * r['entropy_encode_s_per_image']:.0f} | {1e3 * r['entropy_decode_s_per_image']:.0f} |" for r in out["entropy"]]
         md.append("")
     if "parity" in out:
-        md += ["## ONNX Runtime vs torch eager", "", "```", json.dumps(out["parity"], indent=1), "```", ""]
+        md += ["## Runner parity (" + args.parity + ")", "", "```", json.dumps(out["parity"], indent=1), "```", ""]
     if "kernels" in out:
         k = out["kernels"]
         md += ["## Bit path: torch vs Triton", "", f"{k['identical']}/{k['images']} files byte-identical at quality {k['quality']} "

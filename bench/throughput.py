@@ -260,14 +260,15 @@ def _nvjpeg(arrays: list, quality, repeat: int) -> dict:
     px = sum(a.shape[0] * a.shape[1] for a in arrays)
     enc = dec = math.inf
     datas = encode_jpeg(imgs, quality=quality)          # warm-up
-    decode_jpeg(datas, device="cuda")
+    decode_jpeg([d.cpu() for d in datas], device="cuda")  # decode_jpeg takes the bytes on the host
     for _ in range(max(1, repeat)):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         datas = encode_jpeg(imgs, quality=quality)
         torch.cuda.synchronize()
+        host = [d.cpu() for d in datas]
         t1 = time.perf_counter()
-        decode_jpeg([d.cpu() for d in datas], device="cuda")
+        decode_jpeg(host, device="cuda")
         torch.cuda.synchronize()
         t2 = time.perf_counter()
         enc, dec = min(enc, t1 - t0), min(dec, t2 - t1)

@@ -133,6 +133,7 @@ def run(args) -> int:
         dt = max(time.perf_counter() - t0, 1e-9)
         bar.set_postfix_str(f"{(s + len(chunk)) / dt:.2f} img/s, {nbytes_out / dt / 1e6:.2f} MB/s out")
     bar.close()
+    codec.close()
     for f, msg in failures:
         print(f"error: {f}: {msg}", file=sys.stderr)
     if not args.quiet:

@@ -4,9 +4,9 @@ Images are bucketed by their padded shape (sides rounded up to the model's
 multiple of 16).  Only images with the *same* padded shape share a network
 batch, so no image gets extra padding: the padding waste is exactly what the
 single-image API has, and the bytes are identical.  Network batches run in the
-calling thread while a thread pool does the entropy coding of the previous
-batch (constriction and numpy release the GIL for most of that work), so the
-CPU pipeline overlaps the two stages.
+calling thread while a pool does the entropy coding of the previous batch, so
+the two stages overlap; the pool is threads or worker processes
+(:mod:`engine.entropy_pool`, ``Codec(entropy_pool=...)``).
 
 On a CUDA runner (torch on CUDA, TensorRT) both functions hand the buckets to
 :mod:`engine.pipeline_cuda` (CUDA streams, pinned buffers, batch sized by a
@@ -15,13 +15,13 @@ device-memory budget); the bytes are the same.  Images over the codec's
 """
 from __future__ import annotations
 
-import os
 from collections import defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import numpy as np
 import torch
 
+from . import entropy_pool
 from .codec import padded_size, postprocess, preprocess
 from .imageio import COLOR_GRAY, to_rgb
 
@@ -71,7 +71,7 @@ def compress_batch(codec, images, batch_size: int = 8, errors: str = "raise", wo
             continue
         H, W = padded_size(*rgb.shape[:2], mult)
         buckets[(H // mult, W // mult)].append((i, rgb, color))
-    pool = ThreadPoolExecutor(max_workers=workers or max(1, (os.cpu_count() or 2) - 1))
+    pool, owned = entropy_pool.for_batch(codec, workers)
     pending: list[tuple[int, Future]] = []
     dev = mdl.runner.device
     try:
@@ -97,7 +97,7 @@ def compress_batch(codec, images, batch_size: int = 8, errors: str = "raise", wo
                         results[i] = exc
                     continue
                 for (i, rgb, color), pk in zip(chunk, packed):
-                    pending.append((i, pool.submit(codec._serialize, mdl, pk, rgb.shape[0], rgb.shape[1], color)))
+                    pending.append((i, pool.serialize(mdl, pk, rgb.shape[0], rgb.shape[1], color)))
         for i, fut in pending:
             try:
                 results[i] = fut.result()
@@ -106,7 +106,8 @@ def compress_batch(codec, images, batch_size: int = 8, errors: str = "raise", wo
             if progress:
                 progress(1)
     finally:
-        pool.shutdown(wait=True)
+        if owned:
+            pool.close()
     return _finish(results, errors)
 
 
@@ -116,17 +117,17 @@ def decompress_batch(codec, blobs, batch_size: int = 8, errors: str = "raise", w
     _check_errors(errors)
     blobs = list(blobs)
     results: list = [None] * len(blobs)
+    pool, owned = entropy_pool.for_batch(codec, workers)
     if _on_cuda(codec.runner):
         from .pipeline_cuda import CudaPipeline
-        pool = ThreadPoolExecutor(max_workers=workers or max(1, (os.cpu_count() or 2) - 1))
         try:
             CudaPipeline(codec, max_batch=batch_size, **(pipeline or {})).decompress(blobs, results, pool, progress)
         finally:
-            pool.shutdown(wait=True)
+            if owned:
+                pool.close()
         return _finish(results, errors)
-    pool = ThreadPoolExecutor(max_workers=workers or max(1, (os.cpu_count() or 2) - 1))
     try:
-        parsed = [pool.submit(codec.parse, b) for b in blobs]
+        parsed = [pool.parse(b) for b in blobs]
         buckets: dict[tuple, list] = defaultdict(list)
         for i, fut in enumerate(parsed):
             try:
@@ -140,7 +141,8 @@ def decompress_batch(codec, blobs, batch_size: int = 8, errors: str = "raise", w
             H, W = padded_size(hdr.height, hdr.width, mult)
             buckets[(mdl.q.quality, H // mult, W // mult)].append((i, hdr, mdl, dec))
     finally:
-        pool.shutdown(wait=True)
+        if owned:
+            pool.close()
     for key, items in buckets.items():
         mdl = items[0][2]
         cfg = mdl.q.config

@@ -97,6 +97,10 @@ class Codec:
               0 never tiles (default ENGINE_TILE_PIXELS, ~8.4 MP).
               Tiled and untiled runs give the same bytes (see engine/tiling.py).
     tile_size core tile side in pixels, a multiple of 16 (default ENGINE_TILE_SIZE, 2048)
+    entropy_pool  where the batch APIs entropy-code: "threads", "processes" or "auto"
+              (default ENGINE_ENTROPY_POOL, else auto = processes when the networks run
+              on CUDA and there are >= 4 CPUs); see engine/entropy_pool.py.  Worker
+              processes live until ``codec.close()`` (or the end of a ``with`` block).
 
     ``codec.timer = engine.timing.StageTimer()`` records per-stage times of every call.
     """
@@ -105,11 +109,19 @@ class Codec:
                  backend: str = "auto", kernels: str | None = None, entropy: str = "context",
                  device: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  root: str | Path | None = None, threads: int | None = None,
-                 tile_pixels: int | None = None, tile_size: int | None = None):
+                 tile_pixels: int | None = None, tile_size: int | None = None,
+                 entropy_pool: str | None = None):
         from kernels import kernel_choice
+
+        from .entropy_pool import KINDS
         if entropy not in bitstream.ENTROPY_NAMES:
             raise ValueError(f"entropy must be one of {sorted(bitstream.ENTROPY_NAMES)}, got {entropy!r}")
+        if entropy_pool is not None and entropy_pool not in KINDS:
+            raise ValueError(f"entropy_pool must be one of {KINDS}, got {entropy_pool!r}")
         self.entropy_mode = bitstream.ENTROPY_NAMES[entropy]
+        self.entropy_name = entropy
+        self.entropy_pool = entropy_pool
+        self._process_pool = None
         self.kernels = kernel_choice(kernels)
         self.backend = backend
         self.device = device
@@ -123,6 +135,18 @@ class Codec:
         self._models: dict[int, _Model] = {}
         self._main = self._load(quality)
         self.quality = self._main.q.quality
+
+    def close(self) -> None:
+        """Stop the entropy worker processes, if a batch call started them."""
+        pool, self._process_pool = self._process_pool, None
+        if pool is not None:
+            pool.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     # ------------------------------------------------------------------ models
     def _load(self, quality: int | None) -> _Model:

@@ -32,12 +32,33 @@ def split(paths: list[Path], holdout: int) -> tuple[list[Path], list[Path]]:
     return [p for p in paths if p not in vs], val
 
 
+def load_split(path: str | Path, folder: str | Path) -> tuple[list[Path], list[Path]]:
+    """A train/validation split written by an earlier run (split.json): names resolved
+    in ``folder``.  Validation names need not be present (a GPU machine may carry only
+    the training part); a missing training image is an error."""
+    import json
+
+    d = json.loads(Path(path).read_text())
+    folder = Path(folder)
+    train = [folder / n for n in d["train"]]
+    missing = [p.name for p in train if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} training images of {path} are not in {folder}: {missing[:3]}")
+    return train, [folder / n for n in d["val"]]
+
+
+def _load_parallel(paths: list[Path]) -> list[np.ndarray]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as ex:  # Pillow decodes without the GIL
+        return list(ex.map(load_rgb, paths))
+
+
 class CropSampler:
-    """Random crops + flips from images kept in memory."""
+    """Random crops + flips from images kept in memory (host RAM)."""
 
     def __init__(self, paths: list[Path], patch: int, seed: int):
-        self.images = [load_rgb(p) for p in paths]
-        self.images = [im for im in self.images if min(im.shape[:2]) >= patch]
+        self.images = [im for im in _load_parallel(paths) if min(im.shape[:2]) >= patch]
         if not self.images:
             raise ValueError(f"no training image is at least {patch}x{patch}")
         self.patch = patch
@@ -56,3 +77,24 @@ class CropSampler:
                 c = c[::-1]
             out[i] = c
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
+
+
+class DeviceCropSampler(CropSampler):
+    """The same crops with the images held on the training device (a GPU): no host
+    copies per step, so the GPU is not left waiting on the data."""
+
+    def __init__(self, paths: list[Path], patch: int, seed: int, device):
+        super().__init__(paths, patch, seed)
+        self.device = torch.device(device)
+        self.images = [torch.tensor(im, device=self.device) for im in self.images]
+
+    def batch(self, n: int) -> torch.Tensor:
+        crops = []
+        for _ in range(n):
+            im = self.images[self.rng.integers(len(self.images))]
+            y = int(self.rng.integers(im.shape[0] - self.patch + 1))
+            x = int(self.rng.integers(im.shape[1] - self.patch + 1))
+            c = im[y:y + self.patch, x:x + self.patch]
+            flips = [d for d, f in ((1, self.rng.random() < 0.5), (0, self.rng.random() < 0.5)) if f]
+            crops.append(c.flip(flips) if flips else c)
+        return torch.stack(crops).permute(0, 3, 1, 2).float().div_(255)

@@ -18,8 +18,10 @@ Compress, per chunk of same-padded-shape images, all on one stream::
 
 The host only waits for a stream when it needs that stream's buffers again
 (``streams`` chunks later).  It then turns the pinned results into ``Packed``
-records and submits the entropy coding + container to the CPU thread pool, so
-the CPU codes chunk k while the GPU runs chunks k+1 .. k+streams-1.
+records and submits the entropy coding + container to the CPU pool (worker
+processes by default on CUDA, :mod:`engine.entropy_pool`: the coder is GIL-bound, so
+threads give about one core), so the CPU codes chunk k while the GPU runs chunks
+k+1 .. k+streams-1.
 
 Decompress runs the reverse: headers are read first (to bucket by shape), the
 entropy decoding of every file is submitted to the CPU pool in chunk order, and
@@ -360,7 +362,7 @@ class CudaPipeline:
 
     def _submit(self, pool, mdl, items, packed, pending):
         for (i, rgb, color), pk in zip(items, packed):
-            pending.append((i, pool.submit(self.codec._serialize, mdl, pk, rgb.shape[0], rgb.shape[1], color)))
+            pending.append((i, pool.serialize(mdl, pk, rgb.shape[0], rgb.shape[1], color)))
 
     # -- decompress ---------------------------------------------------------
     def decompress(self, blobs: list, results: list, pool, progress=None) -> None:
@@ -398,7 +400,7 @@ class CudaPipeline:
         self.plans += list(plans.items())
         chunks = chunk_plan(buckets, lambda key, n: plans[key].batch)
         # entropy decoding of every file, submitted in the order the GPU will want them
-        futures = {i: pool.submit(codec.parse, blobs[i]) for _, items in chunks for i, _, _ in items}
+        futures = {i: pool.parse(blobs[i]) for _, items in chunks for i, _, _ in items}
 
         def enqueue(slot: _Slot, chunk):
             _, items = chunk

@@ -84,6 +84,12 @@ class StageTimer:
             with self._lock:
                 self._cuda.append((name, f"{stream.device}/stream{stream.cuda_stream:x}", a, b, ref))
 
+    def record(self, name: str, lane: str, t0: float, t1: float) -> None:
+        """A CPU span timed elsewhere: ``time.perf_counter`` values, which on Linux read
+        the system-wide monotonic clock, so spans from worker processes line up."""
+        with self._lock:
+            self._cpu.append((name, lane, t0 - self._t0, t1 - self._t0))
+
     def spans(self) -> list[dict]:
         """[{stage, lane, start, end}] in seconds on the timer's axis, sorted by start.
         Synchronizes on the recorded CUDA events."""

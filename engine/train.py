@@ -24,13 +24,14 @@ import torch
 
 from .checkpoint import save_weights
 from .color import rgb_to_ycbcr
-from .data import CropSampler, list_images, split
+from .data import CropSampler, DeviceCropSampler, list_images, load_split, split
 from .model import CONFIGS, CodecNet, ModelConfig, n_params
 
 
-def psnr(a, b):
+def psnr(a, b) -> torch.Tensor:
+    """PSNR of [0,1] images as a 0-d tensor (no device sync: the loop reads it at log time)."""
     mse = torch.mean((a - b) ** 2).clamp_min(1e-10)
-    return float(10 * torch.log10(1 / mse))
+    return 10 * torch.log10(1 / mse)
 
 
 def loss_fn(net, rec, ycc, m, m0, args, lam):
@@ -65,6 +66,11 @@ def main(argv=None):
     ap.add_argument("--rate-warmup", type=int, default=2000, help="steps over which lambda ramps up")
     ap.add_argument("--bias-range", type=float, default=2.0)
     ap.add_argument("--holdout", type=int, default=20, help="training images kept out for validation")
+    ap.add_argument("--split", help="split.json of an earlier run: train on its 'train' names (found in --data) "
+                    "and record its 'val' names, instead of splitting --data with --holdout")
+    ap.add_argument("--minutes", type=float, default=0.0,
+                    help="wall-clock budget: the LR schedule follows elapsed time and training stops when it "
+                    "is spent (or at --steps, whichever comes first)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=100)
@@ -103,19 +109,35 @@ def main(argv=None):
         net.load_state_dict(load_file(args.init))
         print(f"initialized from {args.init}", flush=True)
 
-    paths = list_images(args.data)
-    train_paths, val_paths = split(paths, args.holdout)
+    if args.split:
+        train_paths, val_paths = load_split(args.split, args.data)
+    else:
+        train_paths, val_paths = split(list_images(args.data), args.holdout)
     (out / "split.json").write_text(json.dumps({"train": [p.name for p in train_paths],
                                                 "val": [p.name for p in val_paths]}, indent=1))
     t0 = time.time()
-    sampler = CropSampler(train_paths, args.patch, args.seed + step)
+    sampler = (DeviceCropSampler(train_paths, args.patch, args.seed + step, dev) if dev.type == "cuda"
+               else CropSampler(train_paths, args.patch, args.seed + step))
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch shapes: pick the fastest conv algorithms once
+        net = net.to(memory_format=torch.channels_last)
     print(f"{len(sampler.images)} training images loaded in {time.time() - t0:.0f}s; "
           f"{n_params(net)} parameters; device {dev}", flush=True)
+
+    budget = args.minutes * 60.0
+    t_start = time.time()
+
+    def progress(s):
+        """Fraction of the run done: by steps, or by wall time under --minutes."""
+        t = (s - args.warmup) / max(1, args.steps - args.warmup)
+        if budget:
+            t = max(t, (time.time() - t_start) / budget)
+        return min(1.0, t)
 
     def lr_at(s):
         if s < args.warmup:
             return args.lr * (s + 1) / args.warmup
-        t = min(1.0, (s - args.warmup) / max(1, args.steps - args.warmup))
+        t = progress(s)
         return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))
 
     log = open(out / "log.jsonl", "a")
@@ -127,10 +149,12 @@ def main(argv=None):
     except ImportError:  # pragma: no cover
         bar = None
     net.train()
-    while step < args.steps:
+    while step < args.steps and not (budget and time.time() - t_start >= budget):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         rgb = sampler.batch(args.batch).to(dev, non_blocking=True)
+        if dev.type == "cuda":
+            rgb = rgb.contiguous(memory_format=torch.channels_last)
         ycc = rgb_to_ycbcr(rgb)
         bias = (torch.rand(args.batch, 1, 1, 1, device=dev) * 2 - 1) * args.bias_range
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
@@ -148,12 +172,15 @@ def main(argv=None):
         step += 1
         if bar:
             bar.update(1)
-        acc["loss"] += loss.item(); acc["dist"] += dist.item(); acc["bpp"] += rate.item()
-        acc["bpp0"] += rate0.item(); acc["n"] += 1
-        acc["psnr"] += psnr(rec.detach().float().clamp(0, 1), ycc)
-        if step % args.log_every == 0 or step == args.steps:
+        # Accumulated as tensors: one host sync per log line, not five per step.
+        for k, v in (("loss", loss), ("dist", dist), ("bpp", rate), ("bpp0", rate0),
+                     ("psnr", psnr(rec.detach().float().clamp(0, 1), ycc))):
+            acc[k] += v.detach().float()
+        acc["n"] += 1
+        last = step == args.steps or (budget and time.time() - t_start >= budget)
+        if step % args.log_every == 0 or last:
             n = acc.pop("n")
-            rec_ = {k: round(v / n, 5) for k, v in acc.items()}
+            rec_ = {k: round(float(v) / n, 5) for k, v in acc.items()}
             rec_.update(step=step, lr=lr_at(step), sec_per_step=round((time.time() - t_last) / n, 3))
             log.write(json.dumps(rec_) + "\n"); log.flush()
             msg = (f"step {step} loss {rec_['loss']:.4f} D {rec_['dist']:.4f} est.bpp(raw) {rec_['bpp']:.3f} "
@@ -161,7 +188,7 @@ def main(argv=None):
             (bar.write(msg) if bar else print(msg, flush=True))
             acc = {k: 0.0 for k in acc}; acc["n"] = 0
             t_last = time.time()
-        if step % args.save_every == 0 or step == args.steps:
+        if step % args.save_every == 0 or last:
             tmp = out / "state.pt.tmp"
             torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
                         "config": json.loads(cfg.to_json()), "rng": torch.get_rng_state(),
@@ -171,7 +198,9 @@ def main(argv=None):
             (out / "train.json").write_text(json.dumps({
                 "config": json.loads(cfg.to_json()), "args": vars(args), "step": step,
                 "patches_seen": step * args.batch, "machine": f"{platform.machine()} {platform.processor()} "
-                f"{os.cpu_count()} cpus, torch {torch.__version__}, device {dev}",
+                f"{os.cpu_count()} cpus, torch {torch.__version__}, device {dev}"
+                + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+                "wall_seconds_this_invocation": round(time.time() - t_start, 1),
                 "command": "python -m engine.train " + " ".join(sys.argv[1:] if argv is None else argv),
             }, indent=1))
     if bar:

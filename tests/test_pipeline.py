@@ -411,7 +411,7 @@ def test_pipeline_logic_on_cpu_stand_ins(tiny_root, fake_cuda, kernels, entropy)
 
 def test_pipeline_plans_from_budget(tiny_root, fake_cuda):
     from collections import defaultdict
-    from concurrent.futures import ThreadPoolExecutor
+    from engine.entropy_pool import ThreadEntropyPool
     c = engine.Codec(model="tiny", root=tiny_root, backend="torch", kernels="torch")
     per = pc.activation_bytes(c.config, 32, 48, "encode")
     rng = np.random.default_rng(9)
@@ -421,8 +421,11 @@ def test_pipeline_plans_from_budget(tiny_root, fake_cuda):
     buckets = defaultdict(list)
     for i, x in enumerate(imgs):
         buckets[(2, 3)].append((i, x, 0))
-    with ThreadPoolExecutor(1) as pool:
+    pool = ThreadEntropyPool(c, 1)
+    try:
         got = dict((i, f.result()) for i, f in pipe.compress(buckets, results, pool))
+    finally:
+        pool.close()
     assert [got[i] for i in range(9)] == [c.compress(x) for x in imgs]
     ((key, p),) = pipe.plans
     assert (p.streams, p.batch) == (2, 2) and p.planned_bytes <= 5 * per

