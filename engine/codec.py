@@ -99,8 +99,9 @@ class Codec:
     tile_size core tile side in pixels, a multiple of 16 (default ENGINE_TILE_SIZE, 2048)
     entropy_pool  where the batch APIs entropy-code: "threads", "processes" or "auto"
               (default ENGINE_ENTROPY_POOL, else auto = processes when the networks run
-              on CUDA and there are >= 4 CPUs); see engine/entropy_pool.py.  Worker
-              processes live until ``codec.close()`` (or the end of a ``with`` block).
+              on CUDA, there are >= 4 CPUs and the program was started with -m or
+              interactively); see engine/entropy_pool.py.  Worker processes live until
+              ``codec.close()`` (or the end of a ``with`` block).
 
     ``codec.timer = engine.timing.StageTimer()`` records per-stage times of every call.
     """

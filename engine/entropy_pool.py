@@ -13,8 +13,12 @@ waiting on 15 GIL-bound coding threads (bench/results/gpu-nvidia-h100/README.md)
   never run, only its tables and header checks are used).  Same functions, so the
   bytes are the same; the workers are started once per ``Codec`` and reused until
   ``codec.close()``.
-* ``"auto"`` (default): processes when the networks run on CUDA and the host has at
-  least 4 CPUs, else threads.
+* ``"auto"`` (default): processes when the networks run on CUDA, the host has at
+  least 4 CPUs and spawning is safe for the running program (started with ``-m``, e.g.
+  ``python -m engine``, or interactively), else threads.  A plain ``python script.py``
+  gets threads: spawned workers re-import a script, which is only safe when its top
+  level is guarded by ``if __name__ == "__main__":`` -- something that cannot be
+  checked; such a script can ask for ``entropy_pool="processes"`` itself.
 
 Both return futures: ``serialize(...) -> bytes`` and ``parse(blob) -> (header, model,
 decoded)``, exactly what ``Codec._serialize`` and ``Codec.parse`` return.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import threading
 import time
 import weakref
@@ -33,12 +38,19 @@ KINDS = ("auto", "threads", "processes")
 _WORKER = None  # the Codec of a worker process
 
 
+def spawn_safe() -> bool:
+    """True when spawned workers will not re-run the user's top-level code: the program
+    was started with ``-m`` (``__main__`` has a module spec) or has no main file."""
+    main = sys.modules.get("__main__")
+    return getattr(main, "__spec__", None) is not None or not getattr(main, "__file__", None)
+
+
 def resolve_kind(kind: str | None, on_cuda: bool) -> str:
     kind = kind or os.environ.get("ENGINE_ENTROPY_POOL", "auto")
     if kind not in KINDS:
         raise ValueError(f"entropy pool must be one of {KINDS}, got {kind!r}")
     if kind == "auto":
-        return "processes" if on_cuda and (os.cpu_count() or 1) >= 4 else "threads"
+        return "processes" if on_cuda and (os.cpu_count() or 1) >= 4 and spawn_safe() else "threads"
     return kind
 
 

@@ -10,8 +10,12 @@ from engine.timing import StageTimer
 def test_resolve_kind(monkeypatch):
     monkeypatch.delenv("ENGINE_ENTROPY_POOL", raising=False)
     monkeypatch.setattr(entropy_pool.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(entropy_pool, "spawn_safe", lambda: True)
     assert entropy_pool.resolve_kind(None, on_cuda=True) == "processes"
     assert entropy_pool.resolve_kind(None, on_cuda=False) == "threads"
+    monkeypatch.setattr(entropy_pool, "spawn_safe", lambda: False)  # a plain script: maybe unguarded
+    assert entropy_pool.resolve_kind(None, on_cuda=True) == "threads"
+    monkeypatch.setattr(entropy_pool, "spawn_safe", lambda: True)
     monkeypatch.setattr(entropy_pool.os, "cpu_count", lambda: 2)
     assert entropy_pool.resolve_kind("auto", on_cuda=True) == "threads"
     assert entropy_pool.resolve_kind("processes", on_cuda=False) == "processes"
@@ -64,3 +68,18 @@ def test_dropping_the_codec_stops_its_workers(tiny_root):
     while any(p.is_alive() for p in procs) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(p.is_alive() for p in procs)
+
+
+def test_spawn_safe_reads_how_main_was_started(monkeypatch):
+    import sys
+    import types
+
+    script = types.ModuleType("__main__")
+    script.__file__, script.__spec__ = "/tmp/job.py", None          # python job.py
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    assert not entropy_pool.spawn_safe()
+    script.__spec__ = object()                                      # python -m job
+    assert entropy_pool.spawn_safe()
+    repl = types.ModuleType("__main__")                              # interactive: no file
+    monkeypatch.setitem(sys.modules, "__main__", repl)
+    assert entropy_pool.spawn_safe()
