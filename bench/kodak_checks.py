@@ -93,19 +93,15 @@ def check_parity(model, q, images, root, ref: str = "torch:cpu", test: str = "on
     """Runner `test` against runner `ref` on the same inputs: encoder bit flips (and how
     many bits sit within 1e-4 of the 0.5 threshold), level differences, decoder output."""
     qq = resolve(model, q, root=root)
-    runners = []
-    for spec in (ref, test):
-        b, d, prec = parse_runner_spec(spec)
-        runners.append(make_runner(qq, b, d, precision=prec))
-    tr, ort = runners
+    ra, rb = (make_runner(qq, b, d, precision=prec) for b, d, prec in map(parse_runner_spec, (ref, test)))
     cfg = qq.config
     flips = near = total = lvl = 0
     max_e = max_dec = 0.0
     max_px = 0
     for name, rgb in images:
         ycc = preprocess(rgb, cfg.multiple)
-        e1, p1, c1 = (t.cpu() for t in tr.encode(ycc.to(tr.device)))
-        e2, p2, c2 = (t.cpu() for t in ort.encode(ycc.to(ort.device)))
+        e1, p1, c1 = (t.cpu() for t in ra.encode(ycc.to(ra.device)))
+        e2, p2, c2 = (t.cpu() for t in rb.encode(ycc.to(rb.device)))
         max_e = max(max_e, float((e1 - e2).abs().max()), float((p1 - p2).abs().max()), float((c1 - c2).abs().max()))
         for a, b in ((e1, e2), (c1, c2)):
             flips += int(((a > 0.5) != (b > 0.5)).sum())
@@ -115,8 +111,8 @@ def check_parity(model, q, images, root, ref: str = "torch:cpu", test: str = "on
         q2 = importance.quantize_levels(p2, cfg.levels)
         lvl += int((q1 != q2).sum())
         bits, lv, cb = (e1 > 0.5).float(), q1.float(), (c1 > 0.5).float()
-        d1 = tr.decode(*(t.to(tr.device) for t in (bits, lv, cb))).cpu()
-        d2 = ort.decode(*(t.to(ort.device) for t in (bits, lv, cb))).cpu()
+        d1 = ra.decode(*(t.to(ra.device) for t in (bits, lv, cb))).cpu()
+        d2 = rb.decode(*(t.to(rb.device) for t in (bits, lv, cb))).cpu()
         max_dec = max(max_dec, float((d1 - d2).abs().max()))
         h, w = rgb.shape[:2]
         max_px = max(max_px, int(np.abs(postprocess(d1, h, w).astype(int) - postprocess(d2, h, w).astype(int)).max()))

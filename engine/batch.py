@@ -71,10 +71,9 @@ def compress_batch(codec, images, batch_size: int = 8, errors: str = "raise", wo
             continue
         H, W = padded_size(*rgb.shape[:2], mult)
         buckets[(H // mult, W // mult)].append((i, rgb, color))
-    pool, owned = entropy_pool.for_batch(codec, workers)
     pending: list[tuple[int, Future]] = []
     dev = mdl.runner.device
-    try:
+    with entropy_pool.for_batch(codec, _on_cuda(mdl.runner), workers) as pool:
         if _on_cuda(mdl.runner):
             from .pipeline_cuda import CudaPipeline
             pending = CudaPipeline(codec, max_batch=batch_size, **(pipeline or {})).compress(buckets, results, pool)
@@ -105,9 +104,6 @@ def compress_batch(codec, images, batch_size: int = 8, errors: str = "raise", wo
                 results[i] = exc
             if progress:
                 progress(1)
-    finally:
-        if owned:
-            pool.close()
     return _finish(results, errors)
 
 
@@ -117,16 +113,12 @@ def decompress_batch(codec, blobs, batch_size: int = 8, errors: str = "raise", w
     _check_errors(errors)
     blobs = list(blobs)
     results: list = [None] * len(blobs)
-    pool, owned = entropy_pool.for_batch(codec, workers)
     if _on_cuda(codec.runner):
         from .pipeline_cuda import CudaPipeline
-        try:
+        with entropy_pool.for_batch(codec, True, workers) as pool:
             CudaPipeline(codec, max_batch=batch_size, **(pipeline or {})).decompress(blobs, results, pool, progress)
-        finally:
-            if owned:
-                pool.close()
         return _finish(results, errors)
-    try:
+    with entropy_pool.for_batch(codec, False, workers) as pool:
         parsed = [pool.parse(b) for b in blobs]
         buckets: dict[tuple, list] = defaultdict(list)
         for i, fut in enumerate(parsed):
@@ -140,9 +132,6 @@ def decompress_batch(codec, blobs, batch_size: int = 8, errors: str = "raise", w
             mult = mdl.q.config.multiple
             H, W = padded_size(hdr.height, hdr.width, mult)
             buckets[(mdl.q.quality, H // mult, W // mult)].append((i, hdr, mdl, dec))
-    finally:
-        if owned:
-            pool.close()
     for key, items in buckets.items():
         mdl = items[0][2]
         cfg = mdl.q.config

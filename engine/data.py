@@ -64,18 +64,20 @@ class CropSampler:
         self.patch = patch
         self.rng = np.random.default_rng(seed)
 
+    def _draw(self):
+        """One random crop: (image, its crop, axes to flip).  Both samplers draw through
+        here, so the same seed gives the same crops on the host and on a device."""
+        im = self.images[self.rng.integers(len(self.images))]
+        y = int(self.rng.integers(im.shape[0] - self.patch + 1))
+        x = int(self.rng.integers(im.shape[1] - self.patch + 1))
+        flips = [axis for axis in (1, 0) if self.rng.random() < 0.5]  # horizontal, then vertical
+        return im[y:y + self.patch, x:x + self.patch], flips
+
     def batch(self, n: int) -> torch.Tensor:
         out = np.empty((n, self.patch, self.patch, 3), np.uint8)
         for i in range(n):
-            im = self.images[self.rng.integers(len(self.images))]
-            y = self.rng.integers(im.shape[0] - self.patch + 1)
-            x = self.rng.integers(im.shape[1] - self.patch + 1)
-            c = im[y:y + self.patch, x:x + self.patch]
-            if self.rng.random() < 0.5:
-                c = c[:, ::-1]
-            if self.rng.random() < 0.5:
-                c = c[::-1]
-            out[i] = c
+            c, flips = self._draw()
+            out[i] = np.flip(c, flips) if flips else c
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
 
 
@@ -89,12 +91,5 @@ class DeviceCropSampler(CropSampler):
         self.images = [torch.tensor(im, device=self.device) for im in self.images]
 
     def batch(self, n: int) -> torch.Tensor:
-        crops = []
-        for _ in range(n):
-            im = self.images[self.rng.integers(len(self.images))]
-            y = int(self.rng.integers(im.shape[0] - self.patch + 1))
-            x = int(self.rng.integers(im.shape[1] - self.patch + 1))
-            c = im[y:y + self.patch, x:x + self.patch]
-            flips = [d for d, f in ((1, self.rng.random() < 0.5), (0, self.rng.random() < 0.5)) if f]
-            crops.append(c.flip(flips) if flips else c)
+        crops = [c.flip(flips) if flips else c for c, flips in (self._draw() for _ in range(n))]
         return torch.stack(crops).permute(0, 3, 1, 2).float().div_(255)

@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import weakref
+from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 KINDS = ("auto", "threads", "processes")
@@ -88,9 +89,6 @@ class _Mapped:
 
     def result(self, timeout=None):
         return self._fn(self._inner.result(timeout))
-
-    def done(self) -> bool:
-        return self._inner.done()
 
 
 class ProcessEntropyPool:
@@ -154,16 +152,21 @@ class ThreadEntropyPool:
 _LOCK = threading.Lock()
 
 
-def for_batch(codec, workers: int | None = None):
-    """(pool, owned): the pool a batch call should use; ``owned`` pools are closed by the
-    caller when the call ends (thread pools), the others live as long as the codec."""
-    kind = resolve_kind(codec.entropy_pool, getattr(getattr(codec.runner, "device", None), "type", None) == "cuda")
-    if kind == "threads":
-        return ThreadEntropyPool(codec, workers), True
+@contextmanager
+def for_batch(codec, on_cuda: bool, workers: int | None = None):
+    """The pool one batch call uses: a thread pool closed when the call ends, or the
+    codec's worker processes, which live until ``codec.close()``."""
+    if resolve_kind(codec.entropy_pool, on_cuda) == "threads":
+        pool = ThreadEntropyPool(codec, workers)
+        try:
+            yield pool
+        finally:
+            pool.close()
+        return
     with _LOCK:
         pool = codec._process_pool
         if pool is None or (workers and pool.workers != workers):
             if pool is not None:
                 pool.close()
             pool = codec._process_pool = ProcessEntropyPool(codec, workers)
-    return pool, False
+    yield pool

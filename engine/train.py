@@ -127,6 +127,9 @@ def main(argv=None):
     budget = args.minutes * 60.0
     t_start = time.time()
 
+    def out_of_time() -> bool:
+        return bool(budget) and time.time() - t_start >= budget
+
     def progress(s):
         """Fraction of the run done: by steps, or by wall time under --minutes."""
         t = (s - args.warmup) / max(1, args.steps - args.warmup)
@@ -149,7 +152,8 @@ def main(argv=None):
     except ImportError:  # pragma: no cover
         bar = None
     net.train()
-    while step < args.steps and not (budget and time.time() - t_start >= budget):
+    last = step >= args.steps or out_of_time()
+    while not last:
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         rgb = sampler.batch(args.batch).to(dev, non_blocking=True)
@@ -177,7 +181,7 @@ def main(argv=None):
                      ("psnr", psnr(rec.detach().float().clamp(0, 1), ycc))):
             acc[k] += v.detach().float()
         acc["n"] += 1
-        last = step == args.steps or (budget and time.time() - t_start >= budget)
+        last = step >= args.steps or out_of_time()
         if step % args.log_every == 0 or last:
             n = acc.pop("n")
             rec_ = {k: round(float(v) / n, 5) for k, v in acc.items()}

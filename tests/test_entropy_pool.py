@@ -47,6 +47,8 @@ def test_process_pool_same_bytes_and_errors(tiny_root):
         dec = codec.decompress_batch([single[0], b"HNLC junk", *single[1:]], batch_size=2, errors="return",
                                      workers=2)
         assert codec._process_pool is pool  # reused, not restarted
+        assert codec.compress_batch(imgs[:1], workers=1) == single[:1]
+        assert codec._process_pool is not pool and codec._process_pool.workers == 1  # resized: restarted
         assert isinstance(dec[1], engine.BitstreamError)
         for d, b in zip([dec[0], *dec[2:]], single):
             np.testing.assert_array_equal(d, ref.decompress(b))
