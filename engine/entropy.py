@@ -113,52 +113,64 @@ def _map_ctx(levels: np.ndarray, ys, xs, L: int) -> np.ndarray:
     return up.astype(np.int64) * (L + 1) + left
 
 
+def _sum4(a: np.ndarray) -> np.ndarray:
+    """Sum of the 4-neighbours over the last two axes (zero outside)."""
+    s = np.zeros_like(a)
+    s[..., 1:, :] += a[..., :-1, :]
+    s[..., :-1, :] += a[..., 1:, :]
+    s[..., :, 1:] += a[..., :, :-1]
+    s[..., :, :-1] += a[..., :, 1:]
+    return s
+
+
 def _neighbour_counts(bits: np.ndarray, kept: np.ndarray):
-    """Ones and zeros among the 4-neighbours that are kept."""
-    one = np.pad(bits.astype(np.int8) & kept, 1)
-    zero = np.pad((1 - bits.astype(np.int8)) & kept, 1)
-    n1 = one[:-2, 1:-1] + one[2:, 1:-1] + one[1:-1, :-2] + one[1:-1, 2:]
-    n0 = zero[:-2, 1:-1] + zero[2:, 1:-1] + zero[1:-1, :-2] + zero[1:-1, 2:]
-    return n1, n0
+    """Ones and zeros among the 4-neighbours that are kept (over the last two axes)."""
+    one = bits.astype(bool) & kept
+    return _sum4(one.astype(np.int8)), _sum4((kept & ~one).astype(np.int8))
 
 
 class _Planes:
-    """Shared context logic for the Y codes (masked by level) and CbCr codes."""
+    """What the contexts of one code section need besides the bits: the levels
+    (all ones for CbCr), the level each channel needs, and the checkerboard."""
 
-    def __init__(self, C: int, q: np.ndarray | None, req: np.ndarray | None, Lq: int):
-        self.C, self.q, self.req, self.Lq = C, q, req, Lq
+    def __init__(self, C: int, q: np.ndarray, req: np.ndarray, Lq: int):
+        self.C, self.q, self.req, self.Lq = C, q, np.asarray(req), Lq
         self.h, self.w = q.shape
         yy, xx = np.indices((self.h, self.w))
         self.anchor = (yy + xx) % 2 == 0
 
-    def kept(self, k: int) -> np.ndarray:
-        return self.q >= self.req[k]
+    def kept(self) -> np.ndarray:
+        """(C, h, w): channel k is kept where the level reaches req[k]."""
+        return self.q[None] >= self.req[:, None, None]
 
-    def idx(self, part: int, k: int, qsel, prev_sel, spatial_sel) -> np.ndarray:
-        return (((part * self.C + k) * self.Lq + qsel) * 3 + prev_sel) * _SPATIAL + spatial_sel
+    def qctx(self, dtype) -> np.ndarray:
+        return self.q.astype(dtype) if self.Lq > 1 else np.zeros((self.h, self.w), dtype)
 
 
-def _walk(planes: _Planes, bits: np.ndarray, visit):
-    """Visit (k, part, positions-mask, context-index) in coding order; ``visit``
-    returns the bits at those positions (read for encoding, decoded for decoding)
-    and they are stored into ``bits`` before later contexts are computed."""
-    qctx = planes.q.astype(np.int64) if planes.Lq > 1 else np.zeros_like(planes.q, np.int64)
-    for k in range(planes.C):
-        kept = planes.kept(k)
-        if not kept.any():
-            continue
-        prev = np.zeros_like(qctx) if k == 0 else 1 + bits[k - 1].astype(np.int64)
-        for part in (0, 1):
-            sel = kept & (planes.anchor if part == 0 else ~planes.anchor)
-            if not sel.any():
-                continue
-            if part == 0:
-                spatial = 0
-            else:
-                n1, n0 = _neighbour_counts(bits[k], kept & planes.anchor)
-                spatial = (n1 * 5 + n0)[sel]
-            idx = planes.idx(part, k, qctx[sel], prev[sel], spatial)
-            bits[k][sel] = visit(idx, sel, k)
+def _all_contexts(planes: _Planes, bits: np.ndarray):
+    """What :func:`_walk` visits, in one go, for a sender that knows every bit:
+    (context index, bit) of each coded position in coding order (k, part, y, x)."""
+    C, h, w = bits.shape
+    kept = planes.kept()                                                   # (C, h, w)
+    anchor = planes.anchor
+    sel = np.stack([kept & anchor, kept & ~anchor], 1)                     # (C, 2, h, w)
+    qctx = planes.qctx(np.int32)
+    prev = np.zeros((C, h, w), np.int32)
+    prev[1:] = 1 + bits[:-1]
+    n1, n0 = _neighbour_counts(bits, sel[:, 0])
+    spatial = np.zeros((C, 2, h, w), np.int32)
+    spatial[:, 1] = n1 * 5 + n0
+    k = np.arange(C, dtype=np.int32)[:, None, None, None]
+    part = np.arange(2, dtype=np.int32)[None, :, None, None]
+    idx = (((part * C + k) * planes.Lq + qctx) * 3 + prev[:, None]) * _SPATIAL + spatial
+    return idx[sel], np.broadcast_to(bits[:, None], sel.shape)[sel]
+
+
+def _map_order(h: int, w: int):
+    """Positions in :func:`_diagonals` order (anti-diagonals, then rows)."""
+    ys, xs = (a.ravel() for a in np.indices((h, w)))
+    order = np.lexsort((ys, ys + xs))
+    return ys[order], xs[order]
 
 
 # ----------------------------------------------------------------------------- coder
@@ -185,9 +197,8 @@ def encode_map(levels: np.ndarray, L: int, tables: Tables) -> bytes:
     cs = _constriction()
     enc = cs.queue.RangeEncoder()
     probs = tables.map.reshape(-1, L).astype(np.float64) / ONE
-    for ys, xs in _diagonals(*levels.shape):
-        ctx = _map_ctx(levels, ys, xs, L)
-        enc.encode(levels[ys, xs].astype(np.int32), _categorical(), probs[ctx])
+    ys, xs = _map_order(*levels.shape)   # one call: the sender knows every context
+    enc.encode(levels[ys, xs].astype(np.int32), _categorical(), probs[_map_ctx(levels, ys, xs, L)])
     return _to_bytes(enc.get_compressed())
 
 
@@ -209,33 +220,47 @@ def decode_map(sec: bytes, h: int, w: int, L: int, tables: Tables) -> np.ndarray
 def _encode_planes(planes: _Planes, bits: np.ndarray, table: np.ndarray) -> bytes:
     cs = _constriction()
     enc = cs.queue.RangeEncoder()
+    idx, sym = _all_contexts(planes, bits)
     flat = table.reshape(-1).astype(np.float64) / ONE
-    fam = _bernoulli()
-
-    def visit(idx, sel, k):
-        sym = bits[k][sel]
-        enc.encode(sym.astype(np.int32), fam, flat[idx])
-        return sym
-
-    _walk(planes, bits.copy(), visit)
+    enc.encode(sym.astype(np.int32), _bernoulli(), flat[idx])
     return _to_bytes(enc.get_compressed())
 
 
 def _decode_planes(planes: _Planes, sec: bytes, table: np.ndarray) -> np.ndarray:
+    """The receiver's side of :func:`_all_contexts`: channel by channel, two coder
+    calls each, with everything that depends only on the levels worked out first."""
     cs = _constriction()
     dec = cs.queue.RangeDecoder(_from_bytes(sec))
     flat = table.reshape(-1).astype(np.float64) / ONE
     fam = _bernoulli()
-    bits = np.zeros((planes.C, planes.h, planes.w), np.uint8)
-
-    def visit(idx, sel, k):
-        try:
-            return dec.decode(fam, flat[idx]).astype(np.uint8)
-        except Exception as e:  # constriction raises AssertionError/ValueError on invalid data
-            raise BitstreamError(f"corrupt code section: {e}") from e
-
-    _walk(planes, bits, visit)
-    return bits
+    C, h, w = planes.C, planes.h, planes.w
+    wp = w + 2                                   # a zero border makes neighbours plain offsets
+    kept = planes.kept()
+    anchors = kept & planes.anchor
+    around = _sum4(anchors.astype(np.int8)).reshape(C, -1)   # kept anchors next to each location
+    qctx = planes.qctx(np.int64).reshape(-1)
+    bits = np.zeros((C, h * w), np.uint8)
+    ones = np.zeros((h + 2) * wp, np.int8)       # channel k's decoded anchor bits, bordered
+    for k in range(C):
+        prev = np.zeros(h * w, np.int64) if k == 0 else 1 + bits[k - 1].astype(np.int64)
+        ones[:] = 0
+        for part, sel in ((0, anchors[k]), (1, kept[k] & ~planes.anchor)):
+            pos = np.flatnonzero(sel)
+            if not pos.size:
+                continue
+            idx = ((((part * C + k) * planes.Lq + qctx[pos]) * 3 + prev[pos]) * _SPATIAL)
+            padded = pos + (pos // w) * 2 + wp + 1
+            if part == 1:   # 5 * ones + zeros, zeros = kept anchors around - ones
+                n1 = ones[padded - 1] + ones[padded + 1] + ones[padded - wp] + ones[padded + wp]
+                idx += 4 * n1.astype(np.int64) + around[k, pos]
+            try:
+                sym = dec.decode(fam, flat[idx]).astype(np.uint8)
+            except Exception as e:  # constriction raises AssertionError/ValueError on invalid data
+                raise BitstreamError(f"corrupt code section: {e}") from e
+            bits[k, pos] = sym
+            if part == 0:
+                ones[padded] = sym
+    return bits.reshape(C, h, w)
 
 
 def y_planes(levels: np.ndarray, n: int, L: int) -> _Planes:
@@ -268,19 +293,16 @@ def fit(samples, n: int, L: int, m: int) -> Tables:
     ty = [np.zeros((2 * n * L * 3 * _SPATIAL,), np.int64) for _ in range(2)]
     tc = [np.zeros((2 * m * 1 * 3 * _SPATIAL,), np.int64) for _ in range(2)]
 
-    def counter(store, bits):
-        def visit(idx, sel, k):
-            sym = bits[k][sel]
-            store[0] += np.bincount(idx, weights=sym, minlength=store[0].size).astype(np.int64)
-            store[1] += np.bincount(idx, minlength=store[1].size)
-            return sym
-        return visit
+    def count(store, planes, bits):
+        idx, sym = _all_contexts(planes, bits)
+        store[0] += np.bincount(idx, weights=sym, minlength=store[0].size).astype(np.int64)
+        store[1] += np.bincount(idx, minlength=store[1].size)
 
     for levels, yd, cd in samples:
-        for ys, xs in _diagonals(*levels.shape):
-            np.add.at(map_counts, (_map_ctx(levels, ys, xs, L), levels[ys, xs].astype(np.int64)), 1)
-        _walk(y_planes(levels, n, L), yd.copy(), counter(ty, yd))
-        _walk(c_planes(*cd.shape[1:], m), cd.copy(), counter(tc, cd))
+        ys, xs = _map_order(*levels.shape)
+        np.add.at(map_counts, (_map_ctx(levels, ys, xs, L), levels[ys, xs].astype(np.int64)), 1)
+        count(ty, y_planes(levels, n, L), yd)
+        count(tc, c_planes(*cd.shape[1:], m), cd)
     return Tables(_normalize_rows(map_counts).reshape(L + 1, L + 1, L),
                   _p1(ty[0], ty[1]).reshape(2, n, L, 3, _SPATIAL),
                   _p1(tc[0], tc[1]).reshape(2, m, 1, 3, _SPATIAL))
