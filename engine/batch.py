@@ -4,8 +4,8 @@ Images are bucketed by their padded shape (sides rounded up to the model's
 multiple of 16).  Only images with the *same* padded shape share a network
 batch, so no image gets extra padding: the padding waste is exactly what the
 single-image API has, and the bytes are identical.  Network batches run in the
-calling thread while a pool does the entropy coding of the previous batch, so
-the two stages overlap; the pool is threads or worker processes
+calling thread while a pool entropy-codes the previous batch (encode) or parses
+the next ones (decode), so the two stages overlap; the pool is threads or worker processes
 (:mod:`engine.entropy_pool`, ``Codec(entropy_pool=...)``).
 
 On a CUDA runner (torch on CUDA, TensorRT) both functions hand the buckets to
@@ -15,7 +15,7 @@ device-memory budget); the bytes are the same.  Images over the codec's
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import Future
 
 import numpy as np
@@ -118,10 +118,25 @@ def decompress_batch(codec, blobs, batch_size: int = 8, errors: str = "raise", w
         with entropy_pool.for_batch(codec, True, workers) as pool:
             CudaPipeline(codec, max_batch=batch_size, **(pipeline or {})).decompress(blobs, results, pool, progress)
         return _finish(results, errors)
+    # CPU: parses run in the pool a window ahead while the network decodes what has
+    # arrived; a bucket (same model quality and padded shape) runs once it holds a
+    # full chunk, in arrival order, so chunks are the same as bucketing everything first.
+    buckets: dict[tuple, list] = defaultdict(list)
     with entropy_pool.for_batch(codec, False, workers) as pool:
-        parsed = [pool.parse(b) for b in blobs]
-        buckets: dict[tuple, list] = defaultdict(list)
-        for i, fut in enumerate(parsed):
+        todo = iter(enumerate(blobs))
+        window: deque = deque()
+
+        def refill():
+            while len(window) < max(2 * batch_size, 4):
+                nxt = next(todo, None)
+                if nxt is None:
+                    return
+                window.append((nxt[0], pool.parse(nxt[1])))
+
+        refill()
+        while window:
+            i, fut = window.popleft()
+            refill()
             try:
                 hdr, mdl, dec = fut.result()
             except Exception as exc:  # noqa: BLE001
@@ -130,30 +145,36 @@ def decompress_batch(codec, blobs, batch_size: int = 8, errors: str = "raise", w
                     progress(1)
                 continue
             mult = mdl.q.config.multiple
-            H, W = padded_size(hdr.height, hdr.width, mult)
-            buckets[(mdl.q.quality, H // mult, W // mult)].append((i, hdr, mdl, dec))
-    for key, items in buckets.items():
-        mdl = items[0][2]
-        cfg = mdl.q.config
-        dev = mdl.runner.device
-        bs = _chunk_size(codec, mdl, key[1:], cfg.multiple, batch_size, "decoder")
-        for s in range(0, len(items), bs):
-            chunk = items[s:s + bs]
-            try:
-                with codec._stage("bitpath", dev):
-                    lv, bits, cbits = latents_for(codec, mdl, [d for _, _, _, d in chunk], dev)
-                with codec._stage("network", dev):
-                    ycc = codec._decode(mdl, bits, lv, cbits)
-                del lv, bits, cbits
-                with codec._stage("postprocess", dev):
-                    for k, (i, hdr, _, _) in enumerate(chunk):
-                        results[i] = postprocess(ycc[k:k + 1], hdr.height, hdr.width, gray=hdr.color == COLOR_GRAY)
-            except Exception as exc:  # noqa: BLE001
-                for i, _, _, _ in chunk:
-                    results[i] = exc
-            if progress:
-                progress(len(chunk))
+            key = (mdl.q.quality, *padded_size(hdr.height, hdr.width, mult))
+            items = buckets[key]
+            items.append((i, hdr, mdl, dec))
+            if len(items) >= _chunk_size(codec, mdl, (key[1] // mult, key[2] // mult), mult, batch_size,
+                                         "decoder"):
+                _decode_chunk(codec, buckets.pop(key), results, progress)
+    for items in buckets.values():
+        _decode_chunk(codec, items, results, progress)
     return _finish(results, errors)
+
+
+def _decode_chunk(codec, chunk: list, results: list, progress) -> None:
+    """Parsed items of one model quality and padded shape -> images in ``results``."""
+    mdl = chunk[0][2]
+    cfg = mdl.q.config
+    dev = mdl.runner.device
+    try:
+        with codec._stage("bitpath", dev):
+            lv, bits, cbits = latents_for(codec, mdl, [d for _, _, _, d in chunk], dev)
+        with codec._stage("network", dev):
+            ycc = codec._decode(mdl, bits, lv, cbits)
+        del lv, bits, cbits
+        with codec._stage("postprocess", dev):
+            for k, (i, hdr, _, _) in enumerate(chunk):
+                results[i] = postprocess(ycc[k:k + 1], hdr.height, hdr.width, gray=hdr.color == COLOR_GRAY)
+    except Exception as exc:  # noqa: BLE001
+        for i, _, _, _ in chunk:
+            results[i] = exc
+    if progress:
+        progress(len(chunk))
 
 
 def latents_for(codec, mdl, decs: list, dev):

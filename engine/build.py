@@ -48,6 +48,12 @@ MANIFEST = "manifest.json"
 BUILD_BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 BUILD_DIR_ENV = "ENGINE_BUILD_DIR"
 
+# How each backend's graphs write pixel (un)shuffles (export.shuffles_as_convolutions).
+# ONNX Runtime's CPU DepthToSpace is a generic strided transpose; the exact one-hot
+# (transposed) convolution is faster there.  TensorRT keeps the native ops it maps
+# to shuffle layers.
+GRAPH_SHUFFLES = {"onnxruntime": "conv", "tensorrt": "native"}
+
 ARTIFACT_FILES = {
     "torch": (),
     "onnxruntime": ("encoder.onnx", "decoder.onnx"),
@@ -249,7 +255,7 @@ def _base_manifest(q, backend: str, precision: str, options: dict) -> dict:
 
 
 def _export_pair(q, net, directory: Path, precision: str, opset: int, exporter: str,
-                 check: bool, log) -> dict:
+                 check: bool, log, shuffles: str = "native") -> dict:
     """Export encoder.onnx and decoder.onnx; return the ORT smoke-check results."""
     from .export import check_onnx_against_torch, export_onnx
 
@@ -259,7 +265,7 @@ def _export_pair(q, net, directory: Path, precision: str, opset: int, exporter: 
         path = directory / f"{name}.onnx"
         t = time.perf_counter()
         export_onnx(name, module, q.config, path, precision=precision, opset=opset, exporter=exporter,
-                    metadata=meta)
+                    shuffles=shuffles, metadata=meta)
         log(f"  exported {path.name} in {time.perf_counter() - t:.1f}s")
         if check:
             try:
@@ -273,8 +279,10 @@ def _export_pair(q, net, directory: Path, precision: str, opset: int, exporter: 
 
 def build_quality(q, backend: str = "onnxruntime", precision: str = "fp32", out=None, *,
                   profile=None, opset: int | None = None, exporter: str = "dynamo", force: bool = False,
-                  check: bool = True, workspace_mib: int | None = None, log=print) -> BuildResult:
-    """Build (or find up to date) the artifacts of one checkpoint quality."""
+                  check: bool = True, workspace_mib: int | None = None, shuffles: str | None = None,
+                  log=print) -> BuildResult:
+    """Build (or find up to date) the artifacts of one checkpoint quality.
+    ``shuffles`` overrides ``GRAPH_SHUFFLES[backend]`` (for A/B measurements)."""
     from .export import DEFAULT_OPSET, DEFAULT_PROFILE, EXPORTERS, IO_DTYPE, PRECISIONS, net_profiles, symbolic_io
 
     backend = resolve_backend(backend)
@@ -290,13 +298,13 @@ def build_quality(q, backend: str = "onnxruntime", precision: str = "fp32", out=
     directory = artifact_dir(q.model, q.quality, backend, precision, build_dir)
     label = f"{q.model} q{q.quality} {backend}-{precision}"
 
-    extra: dict = {}
+    extra: dict = {"shuffles": shuffles or GRAPH_SHUFFLES[backend]} if backend in GRAPH_SHUFFLES else {}
     trt_env: dict = {}
     if backend == "tensorrt":
         from .trt_build import tensorrt_environment
 
         trt_env = tensorrt_environment()     # raises BackendUnavailable without TensorRT / CUDA
-        extra = {"profile": profile.to_dict(), "tensorrt": trt_env["backend_version"],
+        extra = {**extra, "profile": profile.to_dict(), "tensorrt": trt_env["backend_version"],
                  "device": trt_env["device"], "workspace_mib": workspace_mib}
     options = build_options(backend, precision, opset, exporter, extra)
 
@@ -324,7 +332,8 @@ def build_quality(q, backend: str = "onnxruntime", precision: str = "fp32", out=
 
         net = load_net(q)
         manifest.update(opset=opset, exporter=f"torch.onnx.export(dynamo={exporter == 'dynamo'})")
-        manifest["checks"] = _export_pair(q, net, directory, precision, opset, exporter, check, log)
+        manifest["checks"] = _export_pair(q, net, directory, precision, opset, exporter, check, log,
+                                          options["shuffles"])
         if backend == "onnxruntime":
             import onnxruntime as ort
 

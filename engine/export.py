@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .model import ModelConfig
 
@@ -49,6 +50,7 @@ IO_NAMES = {
 }
 PRECISIONS = ("fp32", "fp16")
 EXPORTERS = ("dynamo", "torchscript")
+SHUFFLES = ("native", "conv")
 DEFAULT_OPSET = 18          # parsed by TensorRT 10.x and run by ONNX Runtime >= 1.14
 MULTIPLE = 16               # input sides must be multiples of this (ModelConfig.multiple)
 IO_DTYPE = "float32"        # graph inputs/outputs for both precisions
@@ -229,6 +231,65 @@ class _Fp16Decoder(nn.Module):
         return self.inner(bits.half(), levels.half(), cbits.half()).float()
 
 
+class _ShuffleAsConvTranspose(nn.Module):
+    """nn.PixelShuffle(r) as a ConvTranspose (kernel r, stride r, one group per
+    output channel) whose weights are one-hot: every output is one input times 1
+    plus exact zeros, so the result is bit-identical.  Why: ONNX Runtime's CPU
+    DepthToSpace is a generic strided transpose, about 2x slower than this
+    convolution on our decoder's tensors (measured in bench/results)."""
+
+    def __init__(self, r: int, channels_in: int):
+        super().__init__()
+        c = channels_in // (r * r)
+        w = torch.zeros(channels_in, 1, r, r)
+        for k in range(channels_in):            # input channel k = c*r*r + i*r + j
+            w[k, 0, (k % (r * r)) // r, k % r] = 1.0
+        self.r, self.groups = r, c
+        self.register_buffer("weight", w)
+
+    def forward(self, x):
+        return F.conv_transpose2d(x, self.weight.to(x.dtype), stride=self.r, groups=self.groups)
+
+
+class _UnshuffleAsConv(nn.Module):
+    """nn.PixelUnshuffle(r) as a one-hot strided Conv, bit-identical for the same
+    reason; the exporter otherwise writes it as Reshape/Transpose with shape arithmetic."""
+
+    def __init__(self, r: int, channels_in: int):
+        super().__init__()
+        w = torch.zeros(channels_in * r * r, 1, r, r)
+        for k in range(channels_in * r * r):    # output channel k = c*r*r + i*r + j
+            w[k, 0, (k % (r * r)) // r, k % r] = 1.0
+        self.r, self.groups = r, channels_in
+        self.register_buffer("weight", w)
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight.to(x.dtype), stride=self.r, groups=self.groups)
+
+
+def shuffles_as_convolutions(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every PixelShuffle/PixelUnshuffle replaced by its
+    exact convolution form.  Channel counts come from the layer before each
+    shuffle (our networks put a Conv2d before every PixelShuffle) or, for the
+    encoder's input unshuffles, from the planes they see (1 for Y, 2 for CbCr)."""
+    module = copy.deepcopy(module)
+    for parent in list(module.modules()):
+        children = list(parent.named_children())
+        for i, (name, child) in enumerate(children):
+            if isinstance(child, nn.PixelShuffle):
+                prev = children[i - 1][1] if i else None
+                if not isinstance(prev, nn.Conv2d):
+                    raise ValueError(f"PixelShuffle {name!r} does not follow a Conv2d; cannot size it")
+                setattr(parent, name, _ShuffleAsConvTranspose(child.upscale_factor, prev.out_channels))
+            elif isinstance(child, nn.PixelUnshuffle):
+                nxt = children[i + 1][1] if i + 1 < len(children) else None
+                if not isinstance(nxt, nn.Conv2d):
+                    raise ValueError(f"PixelUnshuffle {name!r} is not followed by a Conv2d; cannot size it")
+                r = child.downscale_factor
+                setattr(parent, name, _UnshuffleAsConv(r, nxt.in_channels // (r * r)))
+    return module
+
+
 def example_inputs(net: str, cfg: ModelConfig, b: int = EXPORT_BATCH, h: int = EXPORT_HEIGHT,
                    w: int = EXPORT_WIDTH, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Random inputs of the right kind: YCbCr in [0,1]; 0/1 bits; integer levels."""
@@ -242,11 +303,18 @@ def example_inputs(net: str, cfg: ModelConfig, b: int = EXPORT_BATCH, h: int = E
     return bits, levels, cbits
 
 
-def export_module(net: str, module: nn.Module, cfg: ModelConfig, precision: str = "fp32") -> nn.Module:
-    """The module that is exported for ``net`` at ``precision`` (float32 IO either way)."""
+def export_module(net: str, module: nn.Module, cfg: ModelConfig, precision: str = "fp32",
+                  shuffles: str = "native") -> nn.Module:
+    """The module that is exported for ``net`` at ``precision`` (float32 IO either way).
+    ``shuffles="conv"`` writes pixel (un)shuffles as their exact convolution form
+    (:func:`shuffles_as_convolutions`); "native" keeps DepthToSpace/Reshape-Transpose."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if shuffles not in SHUFFLES:
+        raise ValueError(f"shuffles must be one of {SHUFFLES}, got {shuffles!r}")
     module = module.eval()
+    if shuffles == "conv":
+        module = shuffles_as_convolutions(module).eval()
     if precision == "fp16":
         module = (_Fp16Encoder if net == "encoder" else _Fp16Decoder)(module).eval()
     return module
@@ -289,7 +357,7 @@ def _quiet_torch_onnx():
 
 def export_onnx(net: str, module: nn.Module, cfg: ModelConfig, path: str | Path, *,
                 precision: str = "fp32", opset: int = DEFAULT_OPSET, exporter: str = "dynamo",
-                metadata: dict | None = None) -> Path:
+                shuffles: str = "native", metadata: dict | None = None) -> Path:
     """Export ``module`` (an Encoder or Decoder) to ``path`` with dynamic batch/height/width.
 
     The file is written atomically and carries ``metadata`` (e.g. the checkpoint
@@ -303,7 +371,7 @@ def export_onnx(net: str, module: nn.Module, cfg: ModelConfig, path: str | Path,
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mod = export_module(net, module, cfg, precision)
+    mod = export_module(net, module, cfg, precision, shuffles)
     args = example_inputs(net, cfg)
     in_names, out_names = IO_NAMES[net]
     tmp = path.with_name(f".{path.name}.export.tmp")
@@ -321,7 +389,7 @@ def export_onnx(net: str, module: nn.Module, cfg: ModelConfig, path: str | Path,
                                   opset_version=opset, do_constant_folding=True)
         model = onnx.load(str(tmp))
         check_io_names(net, [i.name for i in model.graph.input], [o.name for o in model.graph.output])
-        meta = {"engine.net": net, "engine.precision": precision, **(metadata or {})}
+        meta = {"engine.net": net, "engine.precision": precision, "engine.shuffles": shuffles, **(metadata or {})}
         del model.metadata_props[:]
         for k, v in sorted(meta.items()):
             p = model.metadata_props.add()

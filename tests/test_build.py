@@ -115,10 +115,43 @@ def test_decoder_parity_dynamic_shapes(runners, b, h, w):
 
 def test_runner_options(runners):
     ort_r, _ = runners
-    assert ort_r.name == "onnxruntime" and ort_r.threads == 1
+    assert ort_r.name == "onnxruntime" and ort_r.threads == 1 and ort_r.spin is False
     assert ort_r.providers == ["CPUExecutionProvider"] and ort_r.device == torch.device("cpu")
     with pytest.raises(ValueError, match="multiples of 16"):
         ort_r.encode(torch.rand(1, 3, 40, 48))
+
+
+@pytest.mark.parametrize("r,c", [(2, 1), (2, 3), (3, 2)])
+def test_shuffles_as_convolutions_are_exact_in_torch(r, c):
+    from engine.export import _ShuffleAsConvTranspose, _UnshuffleAsConv
+
+    g = torch.Generator().manual_seed(r * 10 + c)
+    x = torch.randn(2, c * r * r, 5, 7, generator=g)
+    assert torch.equal(_ShuffleAsConvTranspose(r, c * r * r)(x), torch.nn.functional.pixel_shuffle(x, r))
+    y = torch.randn(2, c, 5 * r, 7 * r, generator=g)
+    assert torch.equal(_UnshuffleAsConv(r, c)(y), torch.nn.functional.pixel_unshuffle(y, r))
+
+
+def test_onnxruntime_graphs_write_shuffles_as_convolutions_bit_identically(built, q2, tmp_path):
+    """The shipped ORT graphs have no DepthToSpace / Transpose, and give exactly
+    what the native-shuffle graphs give (the rewrite only moves values)."""
+    from engine.checkpoint import load_net
+
+    d = built[0] / "tiny" / "q2" / "onnxruntime-fp32"
+    assert json.loads((d / "manifest.json").read_text())["options"]["shuffles"] == "conv"
+    net = load_net(q2)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    for name, module in (("encoder", net.encoder), ("decoder", net.decoder)):
+        ops = {n.op_type for n in onnx.load(str(d / f"{name}.onnx")).graph.node}
+        assert not ops & {"DepthToSpace", "SpaceToDepth", "Transpose"}, ops
+        native = export_onnx(name, module, TINY, tmp_path / f"{name}.onnx", shuffles="native")
+        assert ops != {n.op_type for n in onnx.load(str(native)).graph.node}
+        a = ort.InferenceSession(str(d / f"{name}.onnx"), so, providers=["CPUExecutionProvider"])
+        b = ort.InferenceSession(str(native), so, providers=["CPUExecutionProvider"])
+        feeds = dict(zip([i.name for i in a.get_inputs()], (t.numpy() for t in example_inputs(name, TINY, 2, 48, 64))))
+        for x, y in zip(a.run(None, feeds), b.run(None, feeds)):
+            assert (x == y).all()
 
 
 def test_fp16_export_keeps_float32_io(tmp_path, q2):

@@ -5,6 +5,12 @@ is CUDA (explicitly, or by default when torch sees a GPU and onnxruntime-gpu is
 installed).  On CUDA, torch tensors are bound in place with IO binding (no host
 round trip); on the CPU they go through numpy without copies where possible.
 
+Intra-op threads do not spin-wait between runs (``spin=False``, or
+``ENGINE_ORT_SPIN=1`` to allow it): the batch APIs entropy-code on other threads
+while a network runs, and spinning ORT threads took the CPU from them.  Measured
+on the 2-core CPU box, batch 1, end to end, in one run: encode 86.8 vs 96.0 ms per
+image, decode 132.8 vs 141.0 (bench/results/ort-spin-*.txt).
+
 The artifacts are verified against the checkpoint before anything runs: a
 manifest fingerprint that differs from ``q.fingerprint`` raises
 ``ArtifactMismatch``, missing artifacts raise ``BackendUnavailable``; both
@@ -62,7 +68,7 @@ class OrtRunner(GraphRunner):
     name = "onnxruntime"
 
     def __init__(self, q, device: str | None = None, threads: int | None = None, build_dir=None,
-                 providers=None, precision: str = "fp32", **_):
+                 providers=None, precision: str = "fp32", spin: bool | None = None, **_):
         try:
             import onnxruntime as ort
         except ImportError as ex:
@@ -79,6 +85,10 @@ class OrtRunner(GraphRunner):
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        if spin is None:
+            spin = os.environ.get("ENGINE_ORT_SPIN", "0") not in ("", "0")
+        self.spin = bool(spin)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
         self.sessions = {}
         for net in IO_NAMES:
             sess = ort.InferenceSession(str(self.directory / f"{net}.onnx"), so, providers=providers)

@@ -1,0 +1,132 @@
+"""ONNX Runtime variants against each other and torch eager, end to end, in one run:
+``python -m bench.ort_variants``.
+
+    python -m bench.ort_variants --data ../shared/data/kodak [--quality Q] [--batch 1]
+        [--rounds 3] [--out bench/results]
+
+Why: the CPU box's speed drifts by tens of percent within minutes, so a choice
+between two ways of running the ONNX graphs is only settled by running them in
+the same process, taking turns image set by image set, best round kept (the same
+protocol as ``bench.throughput``).  Variants:
+
+* ``conv``: the shipped artifacts (pixel shuffles as one-hot convolutions,
+  ``engine.build.GRAPH_SHUFFLES``), intra-op threads not spinning (the default);
+* ``conv+spin``: the same graphs, ORT's default spin-waiting threads;
+* ``native``: DepthToSpace / Reshape-Transpose graphs (built into a scratch
+  folder), not spinning;
+* ``torch``: torch eager, the reference.
+
+Every variant's decoded images are compared with the ``conv`` variant's (they
+must be bit-identical: the shuffle rewrite is exact).  Writes
+``<out>/ort-variants-<machine>.json`` and ``.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.throughput import load_images, machine_info, machine_slug, time_codec  # noqa: E402
+
+VARIANTS = ("conv", "conv+spin", "native", "torch")
+
+
+def _codec(engine, variant: str, quality, build_dir: Path | None):
+    """A Codec for ``variant``; the runner reads the build folder and spin setting
+    when it is made, so both are set only for the construction."""
+    env = {"ENGINE_ORT_SPIN": "1" if variant == "conv+spin" else "0"}
+    if build_dir is not None:
+        env["ENGINE_BUILD_DIR"] = str(build_dir)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return engine.Codec(quality=quality, backend="torch" if variant == "torch" else "onnxruntime")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m bench.ort_variants", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "kodak"))
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--quality", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    args = ap.parse_args(argv)
+
+    import torch
+
+    import engine
+    from engine.build import build_quality
+    from engine.checkpoint import resolve
+
+    q = resolve(engine.checkpoint.DEFAULT_MODEL, args.quality)
+    images = load_images(args.data, args.limit)
+    build_quality(q, "onnxruntime", log=lambda *a: None)
+    scratch = tempfile.TemporaryDirectory(prefix="ort-native-")
+    build_quality(q, "onnxruntime", out=scratch.name, shuffles="native", log=lambda *a: None)
+    codecs = {v: _codec(engine, v, q.quality, Path(scratch.name) if v == "native" else None) for v in VARIANTS}
+
+    best: dict = {}
+    for rnd in range(args.rounds):
+        for name, codec in codecs.items():
+            for r in time_codec(codec, images, args.batch):
+                print(f"round {rnd + 1}/{args.rounds} {name:10s} {r['op']}: {r['ms_per_image']:.1f} ms/image",
+                      flush=True)
+                key = (name, r["op"])
+                if key not in best or r["seconds"] < best[key]["seconds"]:
+                    best[key] = r
+
+    # exactness: decoded images of every ONNX variant equal the default's
+    blobs = codecs["conv"].compress_batch([a for _, a in images[:4]], batch_size=args.batch)
+    ref = codecs["conv"].decompress_batch(blobs, batch_size=args.batch)
+    identical = {v: all(np.array_equal(a, b) for a, b in zip(ref, codecs[v].decompress_batch(blobs)))
+                 for v in ("conv+spin", "native")}
+    for c in codecs.values():
+        c.close()
+    scratch.cleanup()
+
+    info = machine_info(torch.get_num_threads())
+    res = {"machine": info, "model": q.model, "quality": q.quality, "batch": args.batch, "rounds": args.rounds,
+           "images": len(images), "identical_to_conv": identical,
+           "command": "python -m bench.ort_variants " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "rows": [{"variant": v, "op": op, "ms_per_image": r["ms_per_image"],
+                     "network_ms_per_image": r["stages_ms_per_image"].get("network"),
+                     "torch_over_this": best[("torch", op)]["seconds"] / r["seconds"]}
+                    for (v, op), r in sorted(best.items())]}
+    lines = [f"# ONNX Runtime variants: {q.model} q{q.quality}, batch {args.batch}", "",
+             f"Machine: {info.get('cpu')}, {info.get('threads')} threads; best of {args.rounds} interleaved rounds "
+             f"over {len(images)} images.  Command: `{res['command']}`", "",
+             "| variant | op | ms/image | network ms/image | torch eager / variant |", "|---|---|---|---|---|"]
+    for r in res["rows"]:
+        lines.append(f"| {r['variant']} | {r['op']} | {r['ms_per_image']:.1f} | {r['network_ms_per_image']:.1f} "
+                     f"| {r['torch_over_this']:.2f}x |")
+    lines += ["", "Decoded images bit-identical to `conv`: " +
+              ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in identical.items())]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"ort-variants-{machine_slug(info)}"
+    from engine.checkpoint import atomic_write_bytes
+    atomic_write_bytes(stem.with_suffix(".json"), (json.dumps(res, indent=1) + "\n").encode())
+    atomic_write_bytes(stem.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
+    print("\n".join(lines))
+    return res
+
+
+if __name__ == "__main__":
+    main()
