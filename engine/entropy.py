@@ -101,12 +101,6 @@ def _p1(ones: np.ndarray, total: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- contexts
 
-def _diagonals(h: int, w: int):
-    for d in range(h + w - 1):
-        ys = np.arange(max(0, d - w + 1), min(h - 1, d) + 1)
-        yield ys, d - ys
-
-
 def _map_ctx(levels: np.ndarray, ys, xs, L: int) -> np.ndarray:
     up = np.where(ys > 0, levels[np.maximum(ys - 1, 0), xs], L)
     left = np.where(xs > 0, levels[ys, np.maximum(xs - 1, 0)], L)
@@ -167,7 +161,7 @@ def _all_contexts(planes: _Planes, bits: np.ndarray):
 
 
 def _map_order(h: int, w: int):
-    """Positions in :func:`_diagonals` order (anti-diagonals, then rows)."""
+    """Map coding order: anti-diagonals d = y + x ascending, y ascending within one."""
     ys, xs = (a.ravel() for a in np.indices((h, w)))
     order = np.lexsort((ys, ys + xs))
     return ys[order], xs[order]
@@ -206,15 +200,21 @@ def decode_map(sec: bytes, h: int, w: int, L: int, tables: Tables) -> np.ndarray
     cs = _constriction()
     dec = cs.queue.RangeDecoder(_from_bytes(sec))
     probs = tables.map.reshape(-1, L).astype(np.float64) / ONE
-    levels = np.zeros((h, w), np.uint8)
+    wp = w + 1
+    grid = np.full((h + 1) * wp, L, np.int64)      # levels with a border of L ("outside") above and left
+    ys, xs = _map_order(h, w)
+    pos = (ys + 1) * wp + xs + 1
+    ends = np.cumsum(np.bincount(ys + xs, minlength=h + w - 1))   # one anti-diagonal a coder call
     fam = _categorical()
     try:
-        for ys, xs in _diagonals(h, w):
-            ctx = _map_ctx(levels, ys, xs, L)
-            levels[ys, xs] = dec.decode(fam, probs[ctx])
+        start = 0
+        for end in ends:
+            p = pos[start:end]
+            grid[p] = dec.decode(fam, probs[grid[p - wp] * (L + 1) + grid[p - 1]])
+            start = end
     except Exception as e:  # constriction raises AssertionError/ValueError on invalid data
         raise BitstreamError(f"corrupt map section: {e}") from e
-    return levels
+    return grid.reshape(h + 1, wp)[1:, 1:].astype(np.uint8)
 
 
 def _encode_planes(planes: _Planes, bits: np.ndarray, table: np.ndarray) -> bytes:
