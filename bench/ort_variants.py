@@ -23,7 +23,6 @@ must be bit-identical: the shuffle rewrite is exact).  Writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -35,21 +34,20 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.throughput import load_images, machine_info, machine_slug, time_codec  # noqa: E402
+from bench.throughput import load_images, machine_info, time_codec, write_results  # noqa: E402
 
 VARIANTS = ("conv", "conv+spin", "native", "torch")
 
 
-def _codec(engine, variant: str, quality, build_dir: Path | None):
+def _codec(engine, variant: str, q, root, build_dir: Path):
     """A Codec for ``variant``; the runner reads the build folder and spin setting
     when it is made, so both are set only for the construction."""
-    env = {"ENGINE_ORT_SPIN": "1" if variant == "conv+spin" else "0"}
-    if build_dir is not None:
-        env["ENGINE_BUILD_DIR"] = str(build_dir)
+    env = {"ENGINE_ORT_SPIN": "1" if variant == "conv+spin" else "0", "ENGINE_BUILD_DIR": str(build_dir)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        return engine.Codec(quality=quality, backend="torch" if variant == "torch" else "onnxruntime")
+        return engine.Codec(quality=q.quality, model=q.model, root=root,
+                            backend="torch" if variant == "torch" else "onnxruntime")
     finally:
         for k, v in saved.items():
             if v is None:
@@ -63,6 +61,9 @@ def main(argv=None) -> dict:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "kodak"))
     ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--model-dir", default=None, help="folder holding model folders (default: shipped)")
+    ap.add_argument("--build-dir", default=None, help="artifact folder (default: ENGINE_BUILD_DIR or build/)")
     ap.add_argument("--quality", type=int, default=None)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
@@ -72,15 +73,16 @@ def main(argv=None) -> dict:
     import torch
 
     import engine
-    from engine.build import build_quality
+    from engine.build import build_quality, default_build_dir
     from engine.checkpoint import resolve
 
-    q = resolve(engine.checkpoint.DEFAULT_MODEL, args.quality)
+    q = resolve(args.model or engine.checkpoint.DEFAULT_MODEL, args.quality, root=args.model_dir)
     images = load_images(args.data, args.limit)
-    build_quality(q, "onnxruntime", log=lambda *a: None)
+    build_dir = Path(args.build_dir) if args.build_dir else default_build_dir()
+    build_quality(q, "onnxruntime", out=build_dir, log=lambda *a: None)
     scratch = tempfile.TemporaryDirectory(prefix="ort-native-")
     build_quality(q, "onnxruntime", out=scratch.name, shuffles="native", log=lambda *a: None)
-    codecs = {v: _codec(engine, v, q.quality, Path(scratch.name) if v == "native" else None) for v in VARIANTS}
+    codecs = {v: _codec(engine, v, q, args.model_dir, Path(scratch.name) if v == "native" else build_dir) for v in VARIANTS}
 
     best: dict = {}
     for rnd in range(args.rounds):
@@ -118,12 +120,7 @@ def main(argv=None) -> dict:
                      f"| {r['torch_over_this']:.2f}x |")
     lines += ["", "Decoded images bit-identical to `conv`: " +
               ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in identical.items())]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"ort-variants-{machine_slug(info)}"
-    from engine.checkpoint import atomic_write_bytes
-    atomic_write_bytes(stem.with_suffix(".json"), (json.dumps(res, indent=1) + "\n").encode())
-    atomic_write_bytes(stem.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
+    write_results(args.out, "ort-variants", info, res, "\n".join(lines))
     print("\n".join(lines))
     return res
 

@@ -87,6 +87,17 @@ def machine_info(threads: int) -> dict:
     return info
 
 
+def write_results(out: str | Path, name: str, info: dict, res: dict, md: str) -> Path:
+    """<out>/<name>-<machine>.json and .md, each written atomically; returns the stem."""
+    from engine.checkpoint import atomic_write_bytes
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{name}-{machine_slug(info)}"
+    atomic_write_bytes(stem.with_suffix(".json"), (json.dumps(res, indent=1) + "\n").encode())
+    atomic_write_bytes(stem.with_suffix(".md"), (md.rstrip("\n") + "\n").encode())
+    return stem
+
+
 def machine_slug(info: dict) -> str:
     name = info["gpu"] or f"{info['cpu']}-{info['logical_cpus']}cpu"
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
@@ -513,12 +524,7 @@ def main(argv=None) -> dict:
         log("baselines ...")
         res["baselines"] = baselines(images, res["mean_bpp"], args.repeat)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"throughput-{machine_slug(info)}"
-    from engine.checkpoint import atomic_write_bytes
-    atomic_write_bytes(stem.with_suffix(".json"), (json.dumps(res, indent=1) + "\n").encode())
-    atomic_write_bytes(stem.with_suffix(".md"), markdown(res).encode())
+    stem = write_results(args.out, "throughput", info, res, markdown(res))
     plot(res, stem.with_suffix(".png"))
     log(f"wrote {stem}.json/.md/.png")
     print(markdown(res))

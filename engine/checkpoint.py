@@ -71,12 +71,12 @@ def _read_meta(model_dir: Path) -> dict:
 
 
 def qualities(model: str = DEFAULT_MODEL, root: Path | None = None) -> list[int]:
-    meta = _read_meta((root or CHECKPOINT_DIR) / model)
+    meta = _read_meta(Path(root or CHECKPOINT_DIR) / model)
     return sorted(int(q) for q in meta["qualities"])
 
 
 def resolve(model: str = DEFAULT_MODEL, quality: int | None = None, root: Path | None = None) -> Quality:
-    model_dir = (root or CHECKPOINT_DIR) / model
+    model_dir = Path(root or CHECKPOINT_DIR) / model
     if not (model_dir / "model.json").exists():
         raise ValueError(f"unknown model {model!r}; shipped models: {list_models()}")
     meta = _read_meta(model_dir)

@@ -72,3 +72,38 @@ def test_torch_runner_fp16_close_to_fp32(tiny_root):
 def test_torch_runner_rejects_unknown_precision(tiny_root):
     with pytest.raises(ValueError, match="precision"):
         make_runner(resolve("tiny", 2, root=tiny_root), "torch", "cpu", precision="int8")
+
+
+def _images(folder, n, shape):
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(folder / f"i{i}.png")
+    return folder
+
+
+def test_bench_paired_smoke(tiny_root, tmp_path):
+    from bench import paired
+    data = _images(tmp_path / "imgs", 3, (48, 80))
+    res = paired.main(["--data", str(data), "--model", "tiny", "--model-dir", str(tiny_root), "--size", "32x64",
+                       "--batches", "1,2", "--rounds", "2", "--threads", "1", "--build-dir", str(tmp_path / "b"),
+                       "--out", str(tmp_path / "res")])
+    assert {(r["batch"], r["op"]) for r in res["rows"]} == {(b, op) for b in (1, 2) for op in ("encode", "decode")}
+    for r in res["rows"]:
+        assert len(r["ratios"]) == 2 and all(x > 0 for x in r["ratios"])
+        assert r["ratio_q1"] <= r["ratio_median"] <= r["ratio_q3"]
+    md = next((tmp_path / "res").glob("paired-*.md")).read_text()
+    assert "torch/ORT median" in md
+    with pytest.raises(SystemExit, match="smaller than --size"):
+        paired.main(["--data", str(data), "--model", "tiny", "--model-dir", str(tiny_root), "--size", "64x96",
+                     "--rounds", "1", "--build-dir", str(tmp_path / "b"), "--out", str(tmp_path / "res")])
+
+
+def test_bench_ort_variants_smoke(tiny_root, tmp_path):
+    from bench import ort_variants
+    data = _images(tmp_path / "imgs", 2, (48, 64))
+    res = ort_variants.main(["--data", str(data), "--model", "tiny", "--model-dir", str(tiny_root), "--rounds", "1",
+                             "--build-dir", str(tmp_path / "b"), "--out", str(tmp_path / "res")])
+    assert {r["variant"] for r in res["rows"]} == set(ort_variants.VARIANTS)
+    assert res["identical_to_conv"] == {"conv+spin": True, "native": True}

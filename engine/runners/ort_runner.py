@@ -8,8 +8,8 @@ round trip); on the CPU they go through numpy without copies where possible.
 Intra-op threads do not spin-wait between runs (``spin=False``, or
 ``ENGINE_ORT_SPIN=1`` to allow it): the batch APIs entropy-code on other threads
 while a network runs, and spinning ORT threads took the CPU from them.  Measured
-on the 2-core CPU box, batch 1, end to end, in one run: encode 86.8 vs 96.0 ms per
-image, decode 132.8 vs 141.0 (bench/results/ort-spin-*.txt).
+on the 2-core CPU box, batch 1, end to end, in one run (``python -m
+bench.ort_variants``): encode 79.8 vs 92.0 ms per image, decode 123.1 vs 135.0.
 
 The artifacts are verified against the checkpoint before anything runs: a
 manifest fingerprint that differs from ``q.fingerprint`` raises
