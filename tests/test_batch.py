@@ -46,3 +46,16 @@ def test_bad_item_does_not_fail_the_batch(codec, tmp_path):
     assert np.array_equal(dec[0], codec.decompress(out[0])) and np.array_equal(dec[2], codec.decompress(out[2]))
     with pytest.raises(ValueError):
         codec.compress_batch(imgs, errors="ignore")
+
+
+def test_decode_window_smaller_than_the_batch_list(codec):
+    """batch_size=1 keeps only a few parses ahead of the network: every item still
+    decodes as on its own, a corrupt one in the middle fails alone, progress counts all."""
+    imgs = _images()
+    blobs = [codec.compress(x) for x in imgs]
+    blobs.insert(3, blobs[0][:-5])
+    seen = []
+    dec = codec.decompress_batch(blobs, batch_size=1, errors="return", progress=seen.append)
+    assert isinstance(dec[3], BitstreamError) and sum(seen) == len(blobs)
+    for d, b in zip(dec[:3] + dec[4:], blobs[:3] + blobs[4:]):
+        assert np.array_equal(d, codec.decompress(b))
