@@ -141,23 +141,27 @@ class _Planes:
         return self.q.astype(dtype) if self.Lq > 1 else np.zeros((self.h, self.w), dtype)
 
 
-def _all_contexts(planes: _Planes, bits: np.ndarray):
-    """What :func:`_walk` visits, in one go, for a sender that knows every bit:
-    (context index, bit) of each coded position in coding order (k, part, y, x)."""
+def _contexts(planes: _Planes, bits: np.ndarray, positions: int = 1 << 22):
+    """What :func:`_decode_planes` visits, for a sender that knows every bit: yields
+    (context index, bit) of the coded positions in coding order (k, part, y, x), a
+    run of whole channels at a time so that temporaries stay near ``positions``
+    entries (one run for a Kodak image, ~11 for 24 megapixels)."""
     C, h, w = bits.shape
-    kept = planes.kept()                                                   # (C, h, w)
-    anchor = planes.anchor
-    sel = np.stack([kept & anchor, kept & ~anchor], 1)                     # (C, 2, h, w)
+    step = max(1, positions // (2 * h * w))
     qctx = planes.qctx(np.int32)
-    prev = np.zeros((C, h, w), np.int32)
-    prev[1:] = 1 + bits[:-1]
-    n1, n0 = _neighbour_counts(bits, sel[:, 0])
-    spatial = np.zeros((C, 2, h, w), np.int32)
-    spatial[:, 1] = n1 * 5 + n0
-    k = np.arange(C, dtype=np.int32)[:, None, None, None]
     part = np.arange(2, dtype=np.int32)[None, :, None, None]
-    idx = (((part * C + k) * planes.Lq + qctx) * 3 + prev[:, None]) * _SPATIAL + spatial
-    return idx[sel], np.broadcast_to(bits[:, None], sel.shape)[sel]
+    for k0 in range(0, C, step):
+        k1 = min(C, k0 + step)
+        kept = planes.q[None] >= planes.req[k0:k1, None, None]                 # (c, h, w)
+        sel = np.stack([kept & planes.anchor, kept & ~planes.anchor], 1)        # (c, 2, h, w)
+        prev = np.zeros((k1 - k0, h, w), np.int32)
+        prev[1 if k0 == 0 else 0:] = 1 + bits[max(0, k0 - 1):k1 - 1]
+        n1, n0 = _neighbour_counts(bits[k0:k1], sel[:, 0])
+        k = np.arange(k0, k1, dtype=np.int32)[:, None, None, None]
+        idx = ((part * C + k) * planes.Lq + qctx) * 3 + prev[:, None]
+        idx *= _SPATIAL
+        idx[:, 1] += n1 * 5 + n0
+        yield idx[sel], np.broadcast_to(bits[k0:k1, None], sel.shape)[sel]
 
 
 def _map_order(h: int, w: int):
@@ -220,14 +224,14 @@ def decode_map(sec: bytes, h: int, w: int, L: int, tables: Tables) -> np.ndarray
 def _encode_planes(planes: _Planes, bits: np.ndarray, table: np.ndarray) -> bytes:
     cs = _constriction()
     enc = cs.queue.RangeEncoder()
-    idx, sym = _all_contexts(planes, bits)
     flat = table.reshape(-1).astype(np.float64) / ONE
-    enc.encode(sym.astype(np.int32), _bernoulli(), flat[idx])
+    for idx, sym in _contexts(planes, bits):   # one coder call per run of channels
+        enc.encode(sym.astype(np.int32), _bernoulli(), flat[idx])
     return _to_bytes(enc.get_compressed())
 
 
 def _decode_planes(planes: _Planes, sec: bytes, table: np.ndarray) -> np.ndarray:
-    """The receiver's side of :func:`_all_contexts`: channel by channel, two coder
+    """The receiver's side of :func:`_contexts`: channel by channel, two coder
     calls each, with everything that depends only on the levels worked out first."""
     cs = _constriction()
     dec = cs.queue.RangeDecoder(_from_bytes(sec))
@@ -294,9 +298,9 @@ def fit(samples, n: int, L: int, m: int) -> Tables:
     tc = [np.zeros((2 * m * 1 * 3 * _SPATIAL,), np.int64) for _ in range(2)]
 
     def count(store, planes, bits):
-        idx, sym = _all_contexts(planes, bits)
-        store[0] += np.bincount(idx, weights=sym, minlength=store[0].size).astype(np.int64)
-        store[1] += np.bincount(idx, minlength=store[1].size)
+        for idx, sym in _contexts(planes, bits):
+            store[0] += np.bincount(idx, weights=sym, minlength=store[0].size).astype(np.int64)
+            store[1] += np.bincount(idx, minlength=store[1].size)
 
     for levels, yd, cd in samples:
         ys, xs = _map_order(*levels.shape)

@@ -101,3 +101,18 @@ def test_corrupt_code_section_is_a_bitstream_error():
     ysec, _ = entropy.encode_codes(levels, yd, None, n, L, tables)
     with pytest.raises(BitstreamError):
         entropy.decode_codes(levels, ysec[:-4] + b"\xff\xff", b"", n, L, m, 2, 2, tables, gray=True)
+
+
+def test_sender_contexts_in_runs_of_channels_equal_one_run():
+    """Large images are coded a few channels at a time (bounded memory): same sequence."""
+    rng = np.random.default_rng(3)
+    n, L = 6, 4
+    levels = rng.integers(0, L, size=(5, 7)).astype(np.uint8)
+    yd = rng.integers(0, 2, size=(n, 5, 7)).astype(np.uint8)
+    planes = entropy.y_planes(levels, n, L)
+    whole = list(entropy._contexts(planes, yd))
+    for positions in (1, 70, 150):
+        runs = list(entropy._contexts(planes, yd, positions))
+        assert len(runs) > len(whole) == 1
+        for i in (0, 1):
+            assert np.array_equal(np.concatenate([r[i] for r in runs]), whole[0][i])
