@@ -115,7 +115,7 @@ def test_decoder_parity_dynamic_shapes(runners, b, h, w):
 
 def test_runner_options(runners):
     ort_r, _ = runners
-    assert ort_r.name == "onnxruntime" and ort_r.threads == 1 and ort_r.spin is False
+    assert ort_r.name == "onnxruntime" and ort_r.threads == 1 and ort_r.spin == "off"
     assert ort_r.providers == ["CPUExecutionProvider"] and ort_r.device == torch.device("cpu")
     with pytest.raises(ValueError, match="multiples of 16"):
         ort_r.encode(torch.rand(1, 3, 40, 48))

@@ -5,11 +5,11 @@ is CUDA (explicitly, or by default when torch sees a GPU and onnxruntime-gpu is
 installed).  On CUDA, torch tensors are bound in place with IO binding (no host
 round trip); on the CPU they go through numpy without copies where possible.
 
-Intra-op threads do not spin-wait between runs (``spin=False``, or
-``ENGINE_ORT_SPIN=1`` to allow it): the batch APIs entropy-code on other threads
+Intra-op threads do not spin-wait (``spin="off"``; ``spin="on"`` or
+``ENGINE_ORT_SPIN=on`` restores ORT's default): the batch APIs entropy-code on other threads
 while a network runs, and spinning ORT threads took the CPU from them.  Measured
-on the 2-core CPU box, batch 1, end to end, in one run (``python -m
-bench.ort_variants``): encode 79.8 vs 92.0 ms per image, decode 123.1 vs 135.0.
+on the 2-core CPU box, batch 1, end to end, 12 paired rounds (``python -m
+bench.ort_variants``): with spinning, encode takes 10% longer, decode 2%.
 
 The artifacts are verified against the checkpoint before anything runs: a
 manifest fingerprint that differs from ``q.fingerprint`` raises
@@ -64,11 +64,23 @@ def choose_providers(device: str | None, providers, available, cuda_visible: boo
     return dev, [CPU_EP]
 
 
+SPIN_MODES = ("off", "on")
+
+
+def spin_mode(v) -> str:
+    """"off" (no spin-waiting) or "on" (ORT's default: workers spin between and after
+    runs); True/False and "1"/"0" map to on/off."""
+    m = {True: "on", False: "off", "1": "on", "0": "off", "": "off"}.get(v, v)
+    if m not in SPIN_MODES:
+        raise ValueError(f"spin must be one of {SPIN_MODES}, got {v!r}")
+    return m
+
+
 class OrtRunner(GraphRunner):
     name = "onnxruntime"
 
     def __init__(self, q, device: str | None = None, threads: int | None = None, build_dir=None,
-                 providers=None, precision: str = "fp32", spin: bool | None = None, **_):
+                 providers=None, precision: str = "fp32", spin: str | bool | None = None, **_):
         try:
             import onnxruntime as ort
         except ImportError as ex:
@@ -85,10 +97,8 @@ class OrtRunner(GraphRunner):
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
-        if spin is None:
-            spin = os.environ.get("ENGINE_ORT_SPIN", "0") not in ("", "0")
-        self.spin = bool(spin)
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
+        self.spin = spin_mode(os.environ.get("ENGINE_ORT_SPIN", "off") if spin is None else spin)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0" if self.spin == "off" else "1")
         self.sessions = {}
         for net in IO_NAMES:
             sess = ort.InferenceSession(str(self.directory / f"{net}.onnx"), so, providers=providers)
