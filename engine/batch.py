@@ -145,11 +145,11 @@ def decompress_batch(codec, blobs, batch_size: int = 8, errors: str = "raise", w
                     progress(1)
                 continue
             mult = mdl.q.config.multiple
-            key = (mdl.q.quality, *padded_size(hdr.height, hdr.width, mult))
+            H, W = padded_size(hdr.height, hdr.width, mult)
+            key = (mdl.q.quality, H // mult, W // mult)
             items = buckets[key]
             items.append((i, hdr, mdl, dec))
-            if len(items) >= _chunk_size(codec, mdl, (key[1] // mult, key[2] // mult), mult, batch_size,
-                                         "decoder"):
+            if len(items) >= _chunk_size(codec, mdl, key[1:], mult, batch_size, "decoder"):
                 _decode_chunk(codec, buckets.pop(key), results, progress)
     for items in buckets.values():
         _decode_chunk(codec, items, results, progress)

@@ -101,10 +101,28 @@ def _p1(ones: np.ndarray, total: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- contexts
 
-def _map_ctx(levels: np.ndarray, ys, xs, L: int) -> np.ndarray:
-    up = np.where(ys > 0, levels[np.maximum(ys - 1, 0), xs], L)
-    left = np.where(xs > 0, levels[ys, np.maximum(xs - 1, 0)], L)
-    return up.astype(np.int64) * (L + 1) + left
+def _map_walk(h: int, w: int):
+    """Map coding order on a level grid bordered by one row above and one column to
+    the left (holding L, "outside"): (flat positions in order, the index where each
+    anti-diagonal ends, the bordered row length).  Order: anti-diagonals d = y + x
+    ascending, y ascending within one."""
+    ys, xs = (a.ravel() for a in np.indices((h, w)))
+    order = np.lexsort((ys, ys + xs))
+    ys, xs = ys[order], xs[order]
+    wp = w + 1
+    return (ys + 1) * wp + xs + 1, np.cumsum(np.bincount(ys + xs, minlength=h + w - 1)), wp
+
+
+def _map_grid(levels: np.ndarray, L: int) -> np.ndarray:
+    h, w = levels.shape
+    grid = np.full((h + 1, w + 1), L, np.int64)
+    grid[1:, 1:] = levels
+    return grid.reshape(-1)
+
+
+def _map_ctx(grid: np.ndarray, pos: np.ndarray, wp: int, L: int) -> np.ndarray:
+    """Row of the map table for each position: (level above, level to the left)."""
+    return grid[pos - wp] * (L + 1) + grid[pos - 1]
 
 
 def _sum4(a: np.ndarray) -> np.ndarray:
@@ -133,9 +151,9 @@ class _Planes:
         yy, xx = np.indices((self.h, self.w))
         self.anchor = (yy + xx) % 2 == 0
 
-    def kept(self) -> np.ndarray:
-        """(C, h, w): channel k is kept where the level reaches req[k]."""
-        return self.q[None] >= self.req[:, None, None]
+    def kept(self, k0: int = 0, k1: int | None = None) -> np.ndarray:
+        """(k1 - k0, h, w): channel k is kept where the level reaches req[k]."""
+        return self.q[None] >= self.req[k0:k1, None, None]
 
     def qctx(self, dtype) -> np.ndarray:
         return self.q.astype(dtype) if self.Lq > 1 else np.zeros((self.h, self.w), dtype)
@@ -152,7 +170,7 @@ def _contexts(planes: _Planes, bits: np.ndarray, positions: int = 1 << 22):
     part = np.arange(2, dtype=np.int32)[None, :, None, None]
     for k0 in range(0, C, step):
         k1 = min(C, k0 + step)
-        kept = planes.q[None] >= planes.req[k0:k1, None, None]                 # (c, h, w)
+        kept = planes.kept(k0, k1)                                             # (c, h, w)
         sel = np.stack([kept & planes.anchor, kept & ~planes.anchor], 1)        # (c, 2, h, w)
         prev = np.zeros((k1 - k0, h, w), np.int32)
         prev[1 if k0 == 0 else 0:] = 1 + bits[max(0, k0 - 1):k1 - 1]
@@ -162,13 +180,6 @@ def _contexts(planes: _Planes, bits: np.ndarray, positions: int = 1 << 22):
         idx *= _SPATIAL
         idx[:, 1] += n1 * 5 + n0
         yield idx[sel], np.broadcast_to(bits[k0:k1, None], sel.shape)[sel]
-
-
-def _map_order(h: int, w: int):
-    """Map coding order: anti-diagonals d = y + x ascending, y ascending within one."""
-    ys, xs = (a.ravel() for a in np.indices((h, w)))
-    order = np.lexsort((ys, ys + xs))
-    return ys[order], xs[order]
 
 
 # ----------------------------------------------------------------------------- coder
@@ -195,8 +206,9 @@ def encode_map(levels: np.ndarray, L: int, tables: Tables) -> bytes:
     cs = _constriction()
     enc = cs.queue.RangeEncoder()
     probs = tables.map.reshape(-1, L).astype(np.float64) / ONE
-    ys, xs = _map_order(*levels.shape)   # one call: the sender knows every context
-    enc.encode(levels[ys, xs].astype(np.int32), _categorical(), probs[_map_ctx(levels, ys, xs, L)])
+    grid = _map_grid(levels, L)
+    pos, _, wp = _map_walk(*levels.shape)   # one call: the sender knows every context
+    enc.encode(grid[pos].astype(np.int32), _categorical(), probs[_map_ctx(grid, pos, wp, L)])
     return _to_bytes(enc.get_compressed())
 
 
@@ -204,17 +216,14 @@ def decode_map(sec: bytes, h: int, w: int, L: int, tables: Tables) -> np.ndarray
     cs = _constriction()
     dec = cs.queue.RangeDecoder(_from_bytes(sec))
     probs = tables.map.reshape(-1, L).astype(np.float64) / ONE
-    wp = w + 1
-    grid = np.full((h + 1) * wp, L, np.int64)      # levels with a border of L ("outside") above and left
-    ys, xs = _map_order(h, w)
-    pos = (ys + 1) * wp + xs + 1
-    ends = np.cumsum(np.bincount(ys + xs, minlength=h + w - 1))   # one anti-diagonal a coder call
+    pos, ends, wp = _map_walk(h, w)
+    grid = np.full((h + 1) * wp, L, np.int64)      # filled one anti-diagonal (coder call) at a time
     fam = _categorical()
     try:
         start = 0
         for end in ends:
             p = pos[start:end]
-            grid[p] = dec.decode(fam, probs[grid[p - wp] * (L + 1) + grid[p - 1]])
+            grid[p] = dec.decode(fam, probs[_map_ctx(grid, p, wp, L)])
             start = end
     except Exception as e:  # constriction raises AssertionError/ValueError on invalid data
         raise BitstreamError(f"corrupt map section: {e}") from e
@@ -303,8 +312,9 @@ def fit(samples, n: int, L: int, m: int) -> Tables:
             store[1] += np.bincount(idx, minlength=store[1].size)
 
     for levels, yd, cd in samples:
-        ys, xs = _map_order(*levels.shape)
-        np.add.at(map_counts, (_map_ctx(levels, ys, xs, L), levels[ys, xs].astype(np.int64)), 1)
+        grid = _map_grid(levels, L)
+        pos, _, wp = _map_walk(*levels.shape)
+        np.add.at(map_counts, (_map_ctx(grid, pos, wp, L), grid[pos]), 1)
         count(ty, y_planes(levels, n, L), yd)
         count(tc, c_planes(*cd.shape[1:], m), cd)
     return Tables(_normalize_rows(map_counts).reshape(L + 1, L + 1, L),

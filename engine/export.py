@@ -231,6 +231,13 @@ class _Fp16Decoder(nn.Module):
         return self.inner(bits.half(), levels.half(), cbits.half()).float()
 
 
+def _one_hot_phases(channels: int, r: int) -> torch.Tensor:
+    """(channels, 1, r, r) weights: channel c*r*r + i*r + j is 1 at (i, j), 0 elsewhere."""
+    w = torch.zeros(channels, r * r)
+    w[torch.arange(channels), torch.arange(channels) % (r * r)] = 1.0
+    return w.view(channels, 1, r, r)
+
+
 class _ShuffleAsConvTranspose(nn.Module):
     """nn.PixelShuffle(r) as a ConvTranspose (kernel r, stride r, one group per
     output channel) whose weights are one-hot: every output is one input times 1
@@ -240,12 +247,8 @@ class _ShuffleAsConvTranspose(nn.Module):
 
     def __init__(self, r: int, channels_in: int):
         super().__init__()
-        c = channels_in // (r * r)
-        w = torch.zeros(channels_in, 1, r, r)
-        for k in range(channels_in):            # input channel k = c*r*r + i*r + j
-            w[k, 0, (k % (r * r)) // r, k % r] = 1.0
-        self.r, self.groups = r, c
-        self.register_buffer("weight", w)
+        self.r, self.groups = r, channels_in // (r * r)
+        self.register_buffer("weight", _one_hot_phases(channels_in, r))     # input channel c*r*r + i*r + j
 
     def forward(self, x):
         return F.conv_transpose2d(x, self.weight.to(x.dtype), stride=self.r, groups=self.groups)
@@ -257,11 +260,8 @@ class _UnshuffleAsConv(nn.Module):
 
     def __init__(self, r: int, channels_in: int):
         super().__init__()
-        w = torch.zeros(channels_in * r * r, 1, r, r)
-        for k in range(channels_in * r * r):    # output channel k = c*r*r + i*r + j
-            w[k, 0, (k % (r * r)) // r, k % r] = 1.0
         self.r, self.groups = r, channels_in
-        self.register_buffer("weight", w)
+        self.register_buffer("weight", _one_hot_phases(channels_in * r * r, r))  # output channel c*r*r + i*r + j
 
     def forward(self, x):
         return F.conv2d(x, self.weight.to(x.dtype), stride=self.r, groups=self.groups)

@@ -113,6 +113,15 @@ def test_decoder_parity_dynamic_shapes(runners, b, h, w):
     assert (got - ref).abs().max().item() < 1 / 255
 
 
+def test_spin_modes():
+    from engine.runners.ort_runner import spin_mode
+
+    assert [spin_mode(v) for v in ("off", "on", True, False, "1", "0", "")] == ["off", "on", "on", "off", "on", "off",
+                                                                               "off"]
+    with pytest.raises(ValueError, match="spin must be one of"):
+        spin_mode("sometimes")
+
+
 def test_runner_options(runners):
     ort_r, _ = runners
     assert ort_r.name == "onnxruntime" and ort_r.threads == 1 and ort_r.spin == "off"
