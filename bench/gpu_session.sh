@@ -8,7 +8,8 @@
 # Phase 1, GPU otherwise idle (timings): copy ceiling, bit-path kernel benchmarks,
 #   bench.throughput with torch on CUDA (+ nvJPEG), the CUDA pipeline's stage timeline.
 # Phase 2: two training runs side by side until DEADLINE seconds after the start
-#   (A: warm start from the shipped weights; B: from scratch), while the correctness
+#   (A: warm start from the shipped weights; B: the larger 'medium' config from scratch,
+#   bench/gpu_train.sh), while the correctness
 #   checks run beside them (compiled Triton kernel tests, CUDA pipeline tests, runner
 #   parity torch CPU vs CUDA fp32/fp16 and torch vs Triton bit path on Kodak files).
 # Every step has its own time limit.  $OUT gets A.safetensors, B.safetensors and
@@ -78,8 +79,9 @@ COMMON=(--data .carry/train --split .carry/split.json --config small --distortio
 $PY -m engine.train "${COMMON[@]}" --out "$RUNS/A" --init engine/checkpoints/small/weights.safetensors \
     --lr 2e-4 --warmup 100 --rate-warmup 1 --seed 1 > "$RUNS/A.log" 2>&1 &
 PA=$!
-$PY -m engine.train "${COMMON[@]}" --out "$RUNS/B" --lr 4e-4 --warmup 300 --rate-warmup 1500 --seed 2 \
-    > "$RUNS/B.log" 2>&1 &
+# B: the larger config from scratch (bench/gpu_train.sh, CI-tested on the CPU with CONFIG=tiny)
+CONFIG=${B_CONFIG:-medium} MINUTES="$MIN" DATA=.carry/train SPLIT=.carry/split.json OUT="$RUNS/B" PY=$PY \
+    bash bench/gpu_train.sh > "$RUNS/B.log" 2>&1 &
 PB=$!
 
 step tests_kernels_compiled 150 $PY -m pytest tests/test_kernels.py -q -rs -p no:cacheprovider

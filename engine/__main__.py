@@ -41,6 +41,8 @@ def _parser():
         if name == "compress":
             p.add_argument("-q", "--quality", type=int, default=None)
             p.add_argument("--entropy", default="context", choices=["context", "none"])
+            p.add_argument("--effort", type=int, default=0, choices=range(10), metavar="0..9",
+                           help="per-image code search (slower, better; default 0: one pass)")
     return ap
 
 
@@ -76,7 +78,7 @@ def run(args) -> int:
               max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, root=args.model_dir,
               tile_pixels=args.tile_pixels, tile_size=args.tile_size)
     comp = args.cmd == "compress"
-    codec = engine.Codec(quality=args.quality, entropy=args.entropy, **kw) if comp else engine.Codec(**kw)
+    codec = engine.Codec(quality=args.quality, entropy=args.entropy, effort=args.effort, **kw) if comp else engine.Codec(**kw)
     files = _expand(args.inputs, IMAGE_EXTS if comp else {EXT})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

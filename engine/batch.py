@@ -86,7 +86,8 @@ def compress_batch(codec, images, batch_size: int = 8, errors: str = "raise", wo
                     with codec._stage("preprocess", dev):
                         ycc = torch.cat([preprocess(rgb, mult, dev) for _, rgb, _ in chunk])
                     with codec._stage("network", dev):
-                        e, p, ec = codec._encode(mdl, ycc)
+                        e, p, ec = codec.encode_latents(mdl, ycc, [rgb.shape[:2] for _, rgb, _ in chunk],
+                                                        [color for _, _, color in chunk])
                     del ycc
                     with codec._stage("bitpath", dev):
                         packed = codec._bitpath(e.device).pack(e, p, ec, cfg.n, cfg.levels)

@@ -375,11 +375,11 @@ def build(model: str = DEFAULT_MODEL, quality=None, backend: str = "auto", preci
         model_dir = Path(root or CHECKPOINT_DIR) / model
         if not (model_dir / "model.json").exists():
             resolve(model, None, root)     # raises the "unknown model" error
-        quals = list_qualities(model, root)
+        quals = list_qualities(model, root, retired=True)   # retired rungs still decode
     else:
         quals = [int(x) for x in quality]
     backend = resolve_backend(backend)
-    return [build_quality(resolve(model, qq, root), backend, precision, out, **kw) for qq in quals]
+    return [build_quality(resolve(model, qq, root, decode=True), backend, precision, out, **kw) for qq in quals]
 
 
 def _qualities_arg(values) -> list[int] | None:

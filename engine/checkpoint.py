@@ -70,20 +70,32 @@ def _read_meta(model_dir: Path) -> dict:
     return json.loads((model_dir / "model.json").read_text())
 
 
-def qualities(model: str = DEFAULT_MODEL, root: Path | None = None) -> list[int]:
+def _encodable(meta: dict) -> list[int]:
+    """Rungs that encode: all but the retired ones (``"retired": "why"`` in a rung's
+    entry), which still decode the files made with them."""
+    return sorted(int(q) for q, v in meta["qualities"].items() if not v.get("retired"))
+
+
+def qualities(model: str = DEFAULT_MODEL, root: Path | None = None, retired: bool = False) -> list[int]:
+    """The qualities a codec encodes with (``retired=True``: every rung, as decoding needs)."""
     meta = _read_meta(Path(root or CHECKPOINT_DIR) / model)
-    return sorted(int(q) for q in meta["qualities"])
+    return sorted(int(q) for q in meta["qualities"]) if retired else _encodable(meta)
 
 
-def resolve(model: str = DEFAULT_MODEL, quality: int | None = None, root: Path | None = None) -> Quality:
+def resolve(model: str = DEFAULT_MODEL, quality: int | None = None, root: Path | None = None,
+            decode: bool = False) -> Quality:
+    """A rung of a model.  Retired rungs resolve only with ``decode=True``."""
     model_dir = Path(root or CHECKPOINT_DIR) / model
     if not (model_dir / "model.json").exists():
         raise ValueError(f"unknown model {model!r}; shipped models: {list_models()}")
     meta = _read_meta(model_dir)
-    qs = sorted(int(q) for q in meta["qualities"])
+    qs = _encodable(meta)
     if quality is None:
-        quality = qs[len(qs) // 2]
-    if quality not in qs:
+        quality = int(meta.get("default_quality", qs[len(qs) // 2]))
+    if str(quality) in meta["qualities"] and meta["qualities"][str(quality)].get("retired") and not decode:
+        raise ValueError(f"model {model!r} quality {quality} is retired ({meta['qualities'][str(quality)]['retired']}); "
+                         f"it still decodes its files; encode with one of {qs}")
+    if str(quality) not in meta["qualities"] or not isinstance(quality, int):
         raise ValueError(f"model {model!r} has qualities {qs}, not {quality!r}")
     qmeta = meta["qualities"][str(quality)]
     weights = model_dir / meta.get("weights", "weights.safetensors")

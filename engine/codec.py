@@ -70,6 +70,7 @@ class _Model:
     runner: object
     tables: entropy.Tables
     stream_id: bytes
+    search: object = None     # engine.search.CodeSearch, made on the first effort > 0 call
 
 
 def _load_tables(q: checkpoint.Quality) -> entropy.Tables:
@@ -97,6 +98,10 @@ class Codec:
               0 never tiles (default ENGINE_TILE_PIXELS, ~8.4 MP).
               Tiled and untiled runs give the same bytes (see engine/tiling.py).
     tile_size core tile side in pixels, a multiple of 16 (default ENGINE_TILE_SIZE, 2048)
+    effort    0 (default: the one-pass encoder) .. 9: search each image's codes with the
+              decoder fixed (engine/search.py); each step up is slower and better.  The
+              search runs the networks in torch on the runner's device, whatever the
+              backend; its files are ordinary files that every backend decodes.
     entropy_pool  where the batch APIs entropy-code: "threads", "processes" or "auto"
               (default ENGINE_ENTROPY_POOL, else auto = processes when the networks run
               on CUDA, there are >= 4 CPUs and the program was started with -m or
@@ -111,8 +116,11 @@ class Codec:
                  device: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  root: str | Path | None = None, threads: int | None = None,
                  tile_pixels: int | None = None, tile_size: int | None = None,
-                 entropy_pool: str | None = None):
+                 entropy_pool: str | None = None, effort: int = 0):
         from kernels import kernel_choice
+
+        from .search import check_effort
+        self.effort = check_effort(effort)
 
         from .entropy_pool import KINDS
         if entropy not in bitstream.ENTROPY_NAMES:
@@ -150,9 +158,9 @@ class Codec:
         self.close()
 
     # ------------------------------------------------------------------ models
-    def _load(self, quality: int | None) -> _Model:
+    def _load(self, quality: int | None, decode: bool = False) -> _Model:
         from .runners import make_runner
-        q = checkpoint.resolve(self.model_name, quality, root=self.root)
+        q = checkpoint.resolve(self.model_name, quality, root=self.root, decode=decode)
         if q.quality in self._models:
             return self._models[q.quality]
         tables = _load_tables(q)
@@ -201,6 +209,33 @@ class Codec:
             return tiling.decode_tiled(mdl.runner.decode, bits, levels, cbits, tile, halo)
         return mdl.runner.decode(bits, levels, cbits)
 
+    def _searcher(self, mdl: _Model):
+        if mdl.search is None:
+            from .search import CodeSearch, rung_slope
+            net = checkpoint.load_net(mdl.q).to(mdl.runner.device)
+            mdl.search = CodeSearch(net, mdl.tables, rung_slope(mdl.q))
+        return mdl.search
+
+    def encode_latents(self, mdl: _Model, ycc: torch.Tensor, sizes, colors):
+        """The encoder's output (e, p, ec) for a batch of same-size padded inputs; with
+        ``effort`` > 0 the searched codes instead (``sizes``: each image's (h, w))."""
+        if self.effort == 0:
+            return self._encode(mdl, ycc)
+        H, W = ycc.shape[-2:]
+        if self._should_tile(mdl, H, W, "encoder"):
+            raise ValueError(f"effort > 0 searches whole images and this one ({W}x{H} padded) is over "
+                             f"tile_pixels={self.tile_pixels}: use effort=0 or a larger tile_pixels")
+        search = self._searcher(mdl)
+        gray = [c == COLOR_GRAY for c in colors]
+        # On CUDA a bucket is searched as one batch; on the CPU one image at a time,
+        # which costs no speed there and keeps compress_batch's bytes equal to compress's.
+        step = len(sizes) if ycc.device.type == "cuda" else 1
+        out = []
+        with self._stage("search", ycc.device):
+            for s in range(0, len(sizes), step):
+                out.append(search.run(ycc[s:s + step], sizes[s:s + step], self.effort, gray=gray[s:s + step])[:3])
+        return tuple(torch.cat(t) for t in zip(*out))
+
     # ------------------------------------------------------------------ encode
     def compress(self, img) -> bytes:
         rgb, color = to_rgb(img, self.max_pixels)
@@ -214,7 +249,7 @@ class Codec:
         with self._stage("preprocess", dev):
             ycc = preprocess(rgb, cfg.multiple, dev)
         with self._stage("network", dev):
-            e, p, ec = self._encode(mdl, ycc)
+            e, p, ec = self.encode_latents(mdl, ycc, [(h, w)], [color])
         del ycc
         with self._stage("bitpath", dev):
             packed = self._bitpath(e.device).pack(e, p, ec, cfg.n, cfg.levels)[0]
@@ -255,7 +290,7 @@ class Codec:
             raise BitstreamError(f"file was made by model {hdr.model!r} quality {hdr.quality}; this codec runs "
                                  f"model {self.model_name!r}: use engine.Codec(model={hdr.model!r})")
         try:
-            mdl = self._load(hdr.quality)
+            mdl = self._load(hdr.quality, decode=True)
         except ValueError as e:
             raise BitstreamError(f"file needs model {hdr.model!r} quality {hdr.quality}, which is not "
                                  f"available here: {e}") from None

@@ -320,3 +320,36 @@ def fit(samples, n: int, L: int, m: int) -> Tables:
     return Tables(_normalize_rows(map_counts).reshape(L + 1, L + 1, L),
                   _p1(ty[0], ty[1]).reshape(2, n, L, 3, _SPATIAL),
                   _p1(tc[0], tc[1]).reshape(2, m, 1, 3, _SPATIAL))
+
+
+# ----------------------------------------------------------------------------- rate
+
+def information(levels: np.ndarray, ydense: np.ndarray, cdense: np.ndarray | None, n: int, L: int,
+                tables: Tables) -> tuple[float, np.ndarray]:
+    """What the context coder would spend, from the same tables and contexts as the
+    sender: (total bits of map + Y + CbCr sections, mean bits per kept Y bit of
+    each channel (n,), NaN where a channel has no kept bit).  The range coder
+    writes within a few bytes per section of this; the code search ranks its
+    candidates by it."""
+    grid = _map_grid(levels, L)
+    pos, _, wp = _map_walk(*levels.shape)
+    probs = tables.map.reshape(-1, L).astype(np.float64) / ONE
+    total = -np.log2(probs[_map_ctx(grid, pos, wp, L), grid[pos]]).sum()
+    per = np.zeros(n)
+    cnt = np.zeros(n)
+    planes = y_planes(levels, n, L)
+    flat = tables.y.reshape(-1).astype(np.float64) / ONE
+    for idx, sym in _contexts(planes, ydense):
+        p1 = flat[idx]
+        bits = -np.log2(np.where(sym.astype(bool), p1, 1.0 - p1))
+        k = (idx // (_SPATIAL * 3 * L)) % n           # the context's channel
+        per += np.bincount(k, bits, minlength=n)
+        cnt += np.bincount(k, minlength=n)
+    total += per.sum()
+    if cdense is not None:
+        flat = tables.c.reshape(-1).astype(np.float64) / ONE
+        for idx, sym in _contexts(c_planes(*cdense.shape[1:], cdense.shape[0]), cdense):
+            p1 = flat[idx]
+            total += -np.log2(np.where(sym.astype(bool), p1, 1.0 - p1)).sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(total), per / cnt

@@ -98,6 +98,33 @@ def interp_at(bpp, curve, key):
     return float(np.interp(bpp, np.array(xs)[order], np.array([p[key] for p in curve])[order]))
 
 
+def _run_ours(engine, model, qs, effort, args, root, paths, images):
+    """One curve: every quality at one effort -> ({quality: {mean, per_image, backend}}, points)."""
+    ours, points = {}, []
+    for q in qs:
+        codec = engine.Codec(quality=q, model=model, backend=args.backend, entropy=args.entropy, threads=args.threads,
+                             root=root, effort=effort)
+        rows = []
+        for p, rgb in zip(paths, images):
+            t0 = time.perf_counter()
+            data = codec.compress(rgb)
+            t1 = time.perf_counter()
+            rec = codec.decompress(data)
+            t2 = time.perf_counter()
+            px = rgb.shape[0] * rgb.shape[1]
+            rows.append({"image": p.name, "bytes": len(data), "bpp": len(data) * 8 / px,
+                         "psnr-rgb": psnr_rgb(rgb, rec), "ms-ssim-rgb": ms_ssim_rgb(rgb, rec),
+                         "encoding_time": t1 - t0, "decoding_time": t2 - t1})
+        pt = {k: _mean(rows, k) for k in ["bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"]}
+        pt["quality"] = q
+        pt["effort"] = effort
+        points.append(pt)
+        ours[q] = {"mean": pt, "per_image": rows, "backend": codec.runner.name}
+        print(f"{model} q{q} effort {effort} [{codec.runner.name}]: {pt['bpp']:.4f} bpp  {pt['psnr-rgb']:.2f} dB  "
+              f"MS-SSIM {pt['ms-ssim-rgb']:.4f}  enc {pt['encoding_time']:.2f}s dec {pt['decoding_time']:.2f}s", flush=True)
+    return ours, points
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
@@ -112,6 +139,9 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--effort", default="0", help="comma list of efforts 0..9 (engine/search.py): one curve each")
+    ap.add_argument("--effort-quality", default=None,
+                    help="comma list: run efforts > 0 at these qualities only (the search is slow on a CPU)")
     args = ap.parse_args(argv)
     import engine
     from .checkpoint import DEFAULT_MODEL, qualities
@@ -125,28 +155,17 @@ def main(argv=None):
     out = {"machine": machine(),
            "command": "python -m engine.eval " + " ".join(argv if argv is not None else sys.argv[1:]),
            "images": [p.name for p in paths], "ours": {}, "baselines": {}}
-    points = []
-    for q in qs:
-        codec = engine.Codec(quality=q, model=model, backend=args.backend, entropy=args.entropy, threads=args.threads,
-                             root=root)
-        rows = []
-        for p, rgb in zip(paths, images):
-            t0 = time.perf_counter()
-            data = codec.compress(rgb)
-            t1 = time.perf_counter()
-            rec = codec.decompress(data)
-            t2 = time.perf_counter()
-            px = rgb.shape[0] * rgb.shape[1]
-            rows.append({"image": p.name, "bytes": len(data), "bpp": len(data) * 8 / px,
-                         "psnr-rgb": psnr_rgb(rgb, rec), "ms-ssim-rgb": ms_ssim_rgb(rgb, rec),
-                         "encoding_time": t1 - t0, "decoding_time": t2 - t1})
-        pt = {k: _mean(rows, k) for k in ["bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"]}
-        pt["quality"] = q
-        points.append(pt)
-        out["ours"][q] = {"mean": pt, "per_image": rows, "backend": codec.runner.name}
-        print(f"{model} q{q} [{codec.runner.name}]: {pt['bpp']:.4f} bpp  {pt['psnr-rgb']:.2f} dB  "
-              f"MS-SSIM {pt['ms-ssim-rgb']:.4f}  enc {pt['encoding_time']:.2f}s dec {pt['decoding_time']:.2f}s", flush=True)
-    out["results"] = schema(f"HNLC {model}", f"two-stream learned codec, entropy={args.entropy}", points)["results"]
+    efforts = [int(e) for e in args.effort.split(",")]
+    eq = [int(q) for q in args.effort_quality.split(",")] if args.effort_quality else qs
+    out["efforts"] = {}
+    for effort in efforts:
+        run_qs = qs if effort == 0 else [q for q in qs if q in eq]
+        ours, points = _run_ours(engine, model, run_qs, effort, args, root, paths, images)
+        out["efforts"][effort] = {"ours": ours, "results": schema(f"HNLC {model} effort {effort}", "", points)["results"]}
+    first = out["efforts"][efforts[0]]
+    out["ours"] = first["ours"]
+    points = [r["mean"] for r in first["ours"].values()]
+    out["results"] = first["results"]
     out["name"] = f"HNLC {model}"
     out["description"] = f"two-stream learned codec ({model}), entropy={args.entropy}, real file bytes"
     if not args.no_baselines:
@@ -176,6 +195,17 @@ def main(argv=None):
                 above = [c for c in curve if c["bpp"] >= pt["bpp"]]
                 row[name]["at_or_above"] = above[0] if above else None
             out["matched"].append(row)
+        out["matched_efforts"] = {}
+        for effort, cur in out["efforts"].items():
+            rows = []
+            for r in cur["ours"].values():
+                pt = r["mean"]
+                row = {"quality": pt["quality"], "effort": effort, "bpp": pt["bpp"], "psnr-rgb": pt["psnr-rgb"],
+                       "ms-ssim-rgb": pt["ms-ssim-rgb"], "encoding_time": pt["encoding_time"]}
+                for name, curve in out["baselines"].items():
+                    row[name] = {k: interp_at(pt["bpp"], curve, k) for k in ("psnr-rgb", "ms-ssim-rgb")}
+                rows.append(row)
+            out["matched_efforts"][effort] = rows
     if args.json:
         from .checkpoint import atomic_write_bytes
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -189,19 +219,24 @@ def main(argv=None):
 def markdown(out) -> str:
     lines = [f"# {out['name']}: {len(out['images'])} images", "", f"Machine: {out['machine']}", "",
              f"Command: `{out['command']}`", "",
-             "| quality | bpp | PSNR-RGB | MS-SSIM-RGB | enc s | dec s | JPEG PSNR @bpp | JPEG MS-SSIM @bpp | WebP PSNR @bpp | JPEG2000 PSNR @bpp |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    matched = {m["quality"]: m for m in out.get("matched", [])}
+             "| effort | quality | bpp | PSNR-RGB | MS-SSIM-RGB | enc s/image | dec s/image | JPEG PSNR @bpp | "
+             "JPEG MS-SSIM @bpp | WebP PSNR @bpp | WebP MS-SSIM @bpp | JPEG2000 PSNR @bpp |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    efforts = out.get("efforts") or {0: {"ours": out["ours"]}}
+    matched = {(int(m["effort"]), int(m["quality"])): m
+               for rows in out.get("matched_efforts", {}).values() for m in rows}
 
     def f(v, d=2):
         return "—" if v is None else f"{v:.{d}f}"
-    for q, r in out["ours"].items():
-        mn = r["mean"]
-        m = matched.get(int(q), {})
-        j, w, k = (m.get(n, {}) for n in ("JPEG (Pillow)", "WebP (Pillow)", "JPEG2000 (Pillow/OpenJPEG)"))
-        lines.append(f"| {q} | {mn['bpp']:.4f} | {mn['psnr-rgb']:.2f} | {mn['ms-ssim-rgb']:.4f} | {mn['encoding_time']:.2f} | "
-                     f"{mn['decoding_time']:.2f} | {f(j.get('psnr-rgb'))} | {f(j.get('ms-ssim-rgb'), 4)} | {f(w.get('psnr-rgb'))} | "
-                     f"{f(k.get('psnr-rgb'))} |")
+    for effort, cur in efforts.items():
+        for q, r in cur["ours"].items():
+            mn = r["mean"]
+            m = matched.get((int(effort), int(q)), {})
+            j, w, k = (m.get(n, {}) for n in ("JPEG (Pillow)", "WebP (Pillow)", "JPEG2000 (Pillow/OpenJPEG)"))
+            lines.append(f"| {effort} | {q} | {mn['bpp']:.4f} | {mn['psnr-rgb']:.2f} | {mn['ms-ssim-rgb']:.4f} | "
+                         f"{mn['encoding_time']:.2f} | {mn['decoding_time']:.2f} | {f(j.get('psnr-rgb'))} | "
+                         f"{f(j.get('ms-ssim-rgb'), 4)} | {f(w.get('psnr-rgb'))} | {f(w.get('ms-ssim-rgb'), 4)} | "
+                         f"{f(k.get('psnr-rgb'))} |")
     lines += ["", "Baselines are interpolated linearly in bpp between their measured settings (— : outside their range).", ""]
     for name, curve in out.get("baselines", {}).items():
         lines.append(f"* {name}: " + ", ".join(f"{p['setting']}: {p['bpp']:.3f} bpp {p['psnr-rgb']:.2f} dB {p['ms-ssim-rgb']:.4f}"
@@ -214,7 +249,8 @@ def plot(out, path, anchors_dir=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    curves = [(out["name"], out["results"], "o-", 2.5)]
+    efforts = out.get("efforts") or {0: {"results": out["results"]}}
+    curves = [(f"{out['name']} effort {e}", cur["results"], "o-", 2.5) for e, cur in efforts.items()]
     for name, curve in out.get("baselines", {}).items():
         curves.append((name + " (this run)", {k: [p[k] for p in curve] for k in ("bpp", "psnr-rgb", "ms-ssim-rgb")}, "s--", 1.2))
     if anchors_dir:

@@ -56,6 +56,9 @@ class ModelConfig:
 CONFIGS = {
     "tiny": ModelConfig(n=15, levels=4, m=4, c1=8, c2=8, c3=16, cc=8, blocks=1),
     "small": ModelConfig(),
+    # A larger config for a lent GPU's 10-minute run (bench/gpu_train.sh): more Y
+    # channels and wider trunks; ~4x the small model's work per pixel.
+    "medium": ModelConfig(n=90, levels=16, m=8, c1=48, c2=96, c3=160, cc=64, blocks=3),
 }
 
 

@@ -337,7 +337,8 @@ class CudaPipeline:
                     ycc = torch.cat([preprocess_tensor(dev[o:o + nb].view(rgb.shape), mult)
                                      for (_, rgb, _), o, nb in zip(items, offs, sizes)])
                 with self._stage("network", slot):
-                    e, p, ec = mdl.runner.encode(ycc)
+                    e, p, ec = codec.encode_latents(mdl, ycc, [rgb.shape[:2] for _, rgb, _ in items],
+                                                    [color for _, _, color in items])
                 if pack_device is None:              # the torch bit path: synchronous
                     with self._stage("bitpath", slot):
                         packed = bitpath.pack(e, p, ec, cfg.n, cfg.levels)

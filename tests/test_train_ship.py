@@ -1,5 +1,6 @@
 """engine.train -> engine.ship -> Codec, end to end on a tiny config."""
 import json
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -96,3 +97,30 @@ def test_split_file_missing_training_image_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="gone.png"):
         train.main(["--data", str(data), "--out", str(tmp_path / "run"), "--config", "tiny", "--patch", "32",
                     "--split", str(tmp_path / "split.json"), "--steps", "1"])
+
+
+def test_gpu_train_script_on_the_cpu_with_a_tiny_config(tmp_path):
+    """bench/gpu_train.sh is what a device run trains with: it must run, checkpoint and
+    resume here first (CONFIG=tiny, a few steps, on the CPU)."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(data / f"im{i}.png")
+    run = tmp_path / "run"
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, CONFIG="tiny", MINUTES="1", DATA=str(data), OUT=str(run), BATCH="2", PATCH="32",
+               PY=sys.executable)
+    for steps in ("2", "3"):
+        r = subprocess.run(["bash", str(repo / "bench" / "gpu_train.sh"), "--holdout", "1", "--threads", "1",
+                            "--device", "cpu", "--log-every", "1"],
+                           env=dict(env, STEPS=steps), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        state = json.loads((run / "train.json").read_text())
+        assert state["step"] == int(steps) and state["config"]["n"] == 15
+    assert (run / "weights.safetensors").exists()
