@@ -88,7 +88,8 @@ def _load_tables(q: checkpoint.Quality) -> entropy.Tables:
 class Codec:
     """A model quality + a backend + a bit path + an entropy mode.
 
-    quality   1..K, a rung of the model's rate ladder (None: the middle one)
+    quality   1..K, a rung of the model's rate ladder (None: the model's default_quality, else
+              the middle one); retired rungs only decode
     model     a shipped model name (``engine.checkpoint.list_models()``)
     backend   "auto" | "torch" | "onnxruntime" | "tensorrt"
     kernels   "auto" | "torch" | "triton" (else ENGINE_KERNELS)

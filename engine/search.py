@@ -70,14 +70,16 @@ SLOPE_SCALE = 3.0
 
 
 def rung_slope(q) -> float:
+    """The price of a bit at rung ``q`` (an engine.checkpoint.Quality), in dB per bpp: the
+    rung's ``"search_slope"`` when model.json sets one, else SLOPE_SCALE x its ladder slope."""
+    if "search_slope" in q.meta:
+        return float(q.meta["search_slope"])
     return SLOPE_SCALE * _ladder_slope(q)
 
 
 def _ladder_slope(q) -> float:
-    """dPSNR/dbpp of the effort-0 ladder at rung ``q`` (an engine.checkpoint.Quality),
-    from the held-out numbers of model.json (central difference, one-sided at the ends)."""
-    if "search_slope" in q.meta:
-        return float(q.meta["search_slope"])
+    """dPSNR/dbpp of the effort-0 ladder at rung ``q``, from the held-out numbers of
+    model.json (central difference, one-sided at the ends)."""
     meta = json.loads((q.weights.parent / "model.json").read_text())
     pts = sorted((int(k), v) for k, v in meta["qualities"].items())
     if not all("val_bpp_context" in v and "val_psnr_rgb" in v for _, v in pts) or len(pts) < 2:
@@ -131,13 +133,13 @@ class CodeSearch:
         q = importance.quantize_levels(torch.sigmoid(t), self.cfg.levels)
         return (ey > 0.5).to(ey.dtype), q, (ec > 0.5).to(ec.dtype)
 
-    def _score(self, hard, target, weight, npix, gray):
+    def _score(self, hard, target, weight, npix, gray, gmask):
         """Exact J per image for hard codes, and the per-channel bit costs."""
         cfg = self.cfg
         yb, q, cb = hard
         with torch.no_grad():
             rec = self.net.decoder(yb, q.to(yb.dtype), cb)
-            d = self._distortion(rec, target, weight, self._gmask).double().cpu().numpy()
+            d = self._distortion(rec, target, weight, gmask).double().cpu().numpy()
         mask = importance.channel_mask(q, cfg.n, cfg.levels)
         yd = (yb * mask).to(torch.uint8).cpu().numpy()
         cd = cb.to(torch.uint8).cpu().numpy()
@@ -172,9 +174,9 @@ class CodeSearch:
         with torch.no_grad():
             e0, logit0, ec0 = self.net.encoder.features(ycc) if init is None else init
             # gray inputs are Y only (their chroma is neutral), so the target is that too
-            self._gmask = torch.tensor(gray, device=ycc.device).view(B, 1, 1, 1) if any(gray) else None
-            target = ycbcr_to_rgb(ycc if self._gmask is None else torch.where(
-                self._gmask, torch.cat([ycc[:, :1], torch.full_like(ycc[:, 1:], 0.5)], 1), ycc)).clamp(0, 1)
+            gmask = torch.tensor(gray, device=ycc.device).view(B, 1, 1, 1) if any(gray) else None
+            target = ycbcr_to_rgb(ycc if gmask is None else torch.where(
+                gmask, torch.cat([ycc[:, :1], torch.full_like(ycc[:, 1:], 0.5)], 1), ycc)).clamp(0, 1)
         weight = torch.zeros_like(ycc[:, :1])
         for i, (h, w) in enumerate(sizes):
             weight[i, :, :h, :w] = 1
@@ -184,7 +186,7 @@ class CodeSearch:
         ec = ec0.detach().clone().requires_grad_(True)
         t = logit0.detach().clone().requires_grad_(True)
         best = self._hard(ey.detach(), t.detach(), ec.detach())
-        best_j, rate0, d0, costs = self._score(best, target, weight, npix, gray)
+        best_j, rate0, d0, costs = self._score(best, target, weight, npix, gray, gmask)
         j0 = best_j.copy()
         steps = STEPS[effort]
         opt = torch.optim.Adam([{"params": [ey, ec], "lr": LR_CODES},
@@ -193,7 +195,7 @@ class CodeSearch:
         for step in range(1, steps + 1):
             opt.zero_grad(set_to_none=True)
             rec, m = self._forward(ey, t, ec)
-            d = self._distortion(rec, target, weight, self._gmask)
+            d = self._distortion(rec, target, weight, gmask)
             r = (m * cost).flatten(1).sum(1) / torch.tensor(npix, dtype=rec.dtype, device=rec.device)
             (10 * torch.log10(d.clamp_min(1e-12)) + self.slope * r).sum().backward()
             opt.step()
@@ -202,7 +204,7 @@ class CodeSearch:
                 ec.clamp_(0, 1)
             if step % CHECK_EVERY == 0 or step == steps:
                 cand = self._hard(ey.detach(), t.detach(), ec.detach())
-                j, _, _, costs = self._score(cand, target, weight, npix, gray)
+                j, _, _, costs = self._score(cand, target, weight, npix, gray, gmask)
                 cost = self._cost_tensor(costs, ycc)
                 better = j < best_j
                 if better.any():

@@ -105,7 +105,8 @@ def test_rung_slope_reads_the_ladder(tiny_root, tmp_path):
         meta["qualities"][k].update(val_bpp_context=b, val_psnr_rgb=p)
     meta_path.write_text(json.dumps(meta))
     s = [rung_slope(checkpoint.resolve("tiny", q, root=tmp_path)) for q in (1, 2, 3)]
-    assert s == pytest.approx([20.0, 10.0, 5.0])
+    from engine import search
+    assert s == pytest.approx([search.SLOPE_SCALE * x for x in (20.0, 10.0, 5.0)])
     meta["qualities"]["2"]["search_slope"] = 7.5
     meta_path.write_text(json.dumps(meta))
     assert rung_slope(checkpoint.resolve("tiny", 2, root=tmp_path)) == 7.5
@@ -166,3 +167,22 @@ def test_cli_effort(tiny_root, tmp_path):
     assert blob == ref
     with pytest.raises(SystemExit):
         cli(["compress", str(src), "-o", str(tmp_path / "d"), "--effort", "10"])
+
+
+def test_bench_tools_for_effort_run(tmp_path):
+    """Smoke: bench.effort_time and bench.search_tune run end to end on tiny inputs."""
+    from PIL import Image
+
+    from bench import effort_time, search_tune
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for s in range(3):
+        Image.fromarray(_image(48, 64, s)).save(d / f"i{s}.png")
+    effort_time.main(["--data", str(d), "--efforts", "0,1", "--limit", "1", "--backend", "torch",
+                      "--out", str(tmp_path / "et")])
+    rows = json.loads((tmp_path / "et.json").read_text())["rows"]
+    assert [r["effort"] for r in rows] == [0, 1] and rows[1]["steps"] == 8
+    search_tune.main(["--data", str(d), "--holdout", "1", "--limit", "1", "--efforts", "1",
+                      "--out", str(tmp_path / "st")])
+    res = json.loads((tmp_path / "st.json").read_text())
+    assert [r["effort"] for r in res["rows"]] == [0, 1] and len(res["ladder_effort0"]) == 3
