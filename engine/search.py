@@ -164,7 +164,7 @@ class CodeSearch:
         return torch.tensor(np.array(rows), dtype=like.dtype, device=like.device)[:, :, None, None]
 
     # ------------------------------------------------------------------ search
-    def run(self, ycc: torch.Tensor, sizes, effort: int, gray=None, init=None):
+    def run(self, ycc: torch.Tensor, sizes, effort: int, gray=None):
         """ycc (B, 3, H, W) padded network input; sizes [(h, w)] of each image's own
         pixels; -> (e, p, ec) hard codes in the bit path's input form, and a stats dict."""
         effort = check_effort(effort)
@@ -172,7 +172,7 @@ class CodeSearch:
         B = ycc.shape[0]
         gray = [False] * B if gray is None else list(gray)
         with torch.no_grad():
-            e0, logit0, ec0 = self.net.encoder.features(ycc) if init is None else init
+            e0, logit0, ec0 = self.net.encoder.features(ycc)
             # gray inputs are Y only (their chroma is neutral), so the target is that too
             gmask = torch.tensor(gray, device=ycc.device).view(B, 1, 1, 1) if any(gray) else None
             target = ycbcr_to_rgb(ycc if gmask is None else torch.where(

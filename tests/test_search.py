@@ -49,7 +49,7 @@ def test_information_is_what_the_coder_writes(tiny_root):
 def test_search_never_worse_than_one_pass_and_decodes(tiny_root):
     codec0 = engine.Codec(quality=2, model="tiny", root=tiny_root, backend="torch")
     codec = engine.Codec(quality=2, model="tiny", root=tiny_root, backend="torch", effort=2)
-    q = codec.runner and checkpoint.resolve("tiny", 2, root=tiny_root)
+    q = checkpoint.resolve("tiny", 2, root=tiny_root)
     net = checkpoint.load_net(q)
     mdl_tables = codec.parse(codec0.compress(_image()))[1].tables
     search = CodeSearch(net, mdl_tables, rung_slope(q))
