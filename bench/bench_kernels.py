@@ -143,9 +143,9 @@ def test_pack_triton_cuda_device(benchmark, B):
 @needs_triton_cuda
 @pytest.mark.parametrize("B", BATCHES)
 def test_pack_triton_cuda(benchmark, B):
-    from kernels import triton_path
+    from kernels import pack_triton
     e, p, ec = inputs(B, "cuda")
-    items = pedantic(benchmark, cuda_timed(lambda: triton_path.pack(e, p, ec, N, L)))
+    items = pedantic(benchmark, cuda_timed(lambda: pack_triton.pack(e, p, ec, N, L)))
     report(benchmark, pack_bytes(e, p, ec, items), batch=B, device=torch.cuda.get_device_name())
 
 
@@ -166,7 +166,7 @@ def test_unpack_triton_cuda_device(benchmark, B):
 @needs_triton_cuda
 @pytest.mark.parametrize("B", BATCHES)
 def test_unpack_triton_cuda(benchmark, B):
-    from kernels import triton_path
+    from kernels import unpack_triton
     items = reference.pack(*inputs(B, "cpu"), N, L)
-    outs = pedantic(benchmark, cuda_timed(lambda: triton_path.unpack(items, N, M, L, device="cuda")))
+    outs = pedantic(benchmark, cuda_timed(lambda: unpack_triton.unpack(items, N, M, L, device="cuda")))
     report(benchmark, unpack_bytes(items, outs), batch=B, device=torch.cuda.get_device_name())

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -20,9 +19,10 @@ import numpy as np
 import torch
 
 import engine
-from engine import entropy, importance
+from engine import importance
 from engine.checkpoint import DEFAULT_MODEL, qualities, resolve
-from engine.codec import postprocess, preprocess
+from engine import stages
+from engine.planes import postprocess, preprocess
 from engine.data import list_images, load_rgb
 from engine.eval import machine
 from engine.runners import make_runner
@@ -33,18 +33,18 @@ def check_entropy(model, qs, images, root):
     for q in qs:
         raw = engine.Codec(quality=q, model=model, entropy="none", backend="torch", root=root)
         ctx = engine.Codec(quality=q, model=model, entropy="context", backend="torch", root=root)
-        mdl, cfg = ctx._main, ctx.config
+        mdl, cfg = ctx.rung, ctx.config
         tot_raw = tot_ctx = 0
         t_enc = t_dec = 0.0
         same = True
         for name, rgb in images:
             ycc = preprocess(rgb, cfg.multiple)
             e, p, ec = mdl.runner.encode(ycc)
-            pk = ctx._bitpath(e.device).pack(e, p, ec, cfg.n, cfg.levels)[0]
+            pk = stages.bitpath(ctx.kernels, e.device).pack(e, p, ec, cfg.n, cfg.levels)[0]
             h, w = rgb.shape[:2]
-            fr = raw._serialize(raw._main, pk, h, w, 0)
+            fr = stages.serialize(raw.rung.coding, pk, h, w, 0, raw.entropy_mode)
             t0 = time.perf_counter()
-            fc = ctx._serialize(mdl, pk, h, w, 0)
+            fc = stages.serialize(mdl.coding, pk, h, w, 0, ctx.entropy_mode)
             t_enc += time.perf_counter() - t0
             t0 = time.perf_counter()
             _, _, dec = ctx.parse(fc)

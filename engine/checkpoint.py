@@ -16,7 +16,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from .model import CodecNet, ModelConfig
@@ -82,6 +81,22 @@ def qualities(model: str = DEFAULT_MODEL, root: Path | None = None, retired: boo
     return sorted(int(q) for q in meta["qualities"]) if retired else _encodable(meta)
 
 
+_HASHES: dict[tuple, object] = {}
+
+
+def weights_hasher(path: Path):
+    """A sha256 object that has consumed the weights file, read and hashed once per
+    process while the file is unchanged (keyed by its resolved path, size and
+    modification time): every codec, rung and decode resolves its checkpoint, and a
+    shipped file is megabytes.  Returns a copy, for the caller to extend."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    h = _HASHES.get(key)
+    if h is None:
+        h = _HASHES[key] = hashlib.sha256(path.read_bytes())
+    return h.copy()
+
+
 def resolve(model: str = DEFAULT_MODEL, quality: int | None = None, root: Path | None = None,
             decode: bool = False) -> Quality:
     """A rung of a model.  Retired rungs resolve only with ``decode=True``."""
@@ -100,7 +115,7 @@ def resolve(model: str = DEFAULT_MODEL, quality: int | None = None, root: Path |
     qmeta = meta["qualities"][str(quality)]
     weights = model_dir / meta.get("weights", "weights.safetensors")
     cfg = ModelConfig.from_dict(meta["config"])
-    h = hashlib.sha256(weights.read_bytes())
+    h = weights_hasher(weights)
     h.update(cfg.to_json().encode())
     h.update(repr(float(qmeta["imp_bias"])).encode())
     return Quality(model, quality, float(qmeta["imp_bias"]), h.hexdigest(), weights, cfg, qmeta)

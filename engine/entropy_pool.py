@@ -1,4 +1,4 @@
-"""Where the batch APIs run entropy coding + container work: threads or processes.
+"""Where the CPU stages (serialize, parse: engine/stages.py) run: inline, threads or processes.
 
 The entropy coder (numpy + constriction over many small arrays) holds the GIL for
 most of its time, so a thread pool gives about one core's worth of coding however
@@ -6,13 +6,13 @@ many threads it has.  Measured on a lent H100 host (16 cores): the CUDA pipeline
 encoded 30 images/s of 768x512 while its GPU was busy a third of the time, all of it
 waiting on 15 GIL-bound coding threads (bench/results/gpu-nvidia-h100/README.md).
 
-* ``"threads"``: a thread pool over the codec's own coder (no start-up cost; right for
-  a 2-core CPU machine, where the network already uses both cores).
-* ``"processes"``: a pool of spawned worker processes, each holding a CPU-only
-  ``Codec`` of the same model (torch runner, one thread, built once per worker; it is
-  never run, only its tables and header checks are used).  Same functions, so the
-  bytes are the same; the workers are started once per ``Codec`` and reused until
-  ``codec.close()``.
+* ``InlinePool``: on the calling thread (one image; nothing to overlap with).
+* ``"threads"``: a thread pool (no start-up cost; right for a 2-core CPU machine,
+  where the network already uses both cores).
+* ``"processes"``: spawned worker processes, each holding only the model's codings
+  (config, entropy tables, stream ids: engine/rungs.py), no network.  Same functions,
+  so the bytes are the same; the workers are started once per ``Codec`` and reused
+  until ``codec.close()``.
 * ``"auto"`` (default): processes when the networks run on CUDA, the host has at
   least 4 CPUs and spawning is safe for the running program (started with ``-m``, e.g.
   ``python -m engine``, or interactively), else threads.  A plain ``python script.py``
@@ -20,23 +20,22 @@ waiting on 15 GIL-bound coding threads (bench/results/gpu-nvidia-h100/README.md)
   level is guarded by ``if __name__ == "__main__":`` -- something that cannot be
   checked; such a script can ask for ``entropy_pool="processes"`` itself.
 
-Both return futures: ``serialize(...) -> bytes`` and ``parse(blob) -> (header, model,
-decoded)``, exactly what ``Codec._serialize`` and ``Codec.parse`` return.
+Every pool returns futures: ``serialize(coding, packed, h, w, color, entropy_mode)
+-> bytes`` and ``parse(blob) -> (header, decoded)``.  ``pool.timer`` (a StageTimer or
+None) records the stages, worker processes' spans included.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 import sys
-import threading
 import time
-import weakref
-from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
-KINDS = ("auto", "threads", "processes")
+from . import stages
+from .rungs import Codings
 
-_WORKER = None  # the Codec of a worker process
+KINDS = ("auto", "threads", "processes")
 
 
 def spawn_safe() -> bool:
@@ -59,25 +58,86 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def _init_worker(spec: dict) -> None:
-    global _WORKER
+def done(value) -> Future:
+    """A completed future holding ``value`` (an exception is set as the future's error)."""
+    f: Future = Future()
+    if isinstance(value, BaseException):
+        f.set_exception(value)
+    else:
+        f.set_result(value)
+    return f
+
+
+class InlinePool:
+    """The CPU stages on the calling thread."""
+
+    kind = "inline"
+
+    def __init__(self, codings: Codings, max_pixels: int):
+        self.codings, self.max_pixels, self.timer = codings, max_pixels, None
+
+    def _call(self, fn, *args) -> Future:
+        try:
+            return done(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - the item's error, in its future
+            return done(exc)
+
+    def serialize(self, coding, packed, h: int, w: int, color: int, entropy_mode: int) -> Future:
+        return self._call(stages.serialize, coding, packed, h, w, color, entropy_mode, self.timer)
+
+    def parse_here(self, blob: bytes):
+        hdr, _, dec = stages.parse(blob, self.codings.for_header, self.max_pixels, self.timer)
+        return hdr, dec
+
+    def parse(self, blob: bytes) -> Future:
+        return self._call(self.parse_here, blob)
+
+    def close(self) -> None:
+        pass
+
+
+class ThreadEntropyPool(InlinePool):
+    """A thread pool, for one batch call."""
+
+    kind = "threads"
+
+    def __init__(self, codings: Codings, max_pixels: int, workers: int | None = None):
+        super().__init__(codings, max_pixels)
+        self._ex = ThreadPoolExecutor(max_workers=workers or default_workers())
+
+    def serialize(self, coding, packed, h: int, w: int, color: int, entropy_mode: int) -> Future:
+        return self._ex.submit(stages.serialize, coding, packed, h, w, color, entropy_mode, self.timer)
+
+    def parse(self, blob: bytes) -> Future:
+        return self._ex.submit(self.parse_here, blob)
+
+    def close(self) -> None:
+        self._ex.shutdown(wait=True)
+
+
+# ----------------------------------------------------------------------------- worker processes
+
+_CODINGS: Codings | None = None      # the worker process's codings
+_MAX_PIXELS = 0
+
+
+def _init_worker(model: str, root: str | None, max_pixels: int) -> None:
+    global _CODINGS, _MAX_PIXELS
     import torch
 
     torch.set_num_threads(1)
-    from .codec import Codec
-
-    _WORKER = Codec(backend="torch", device="cpu", kernels="torch", threads=1, entropy_pool="threads", **spec)
+    _CODINGS, _MAX_PIXELS = Codings(model, root), max_pixels
 
 
-def _serialize_task(quality: int, packed, h: int, w: int, color: int):
+def _serialize_task(quality: int, packed, h: int, w: int, color: int, entropy_mode: int):
     t0 = time.perf_counter()
-    out = _WORKER._serialize(_WORKER._load(quality), packed, h, w, color)
+    out = stages.serialize(_CODINGS.get(quality, decode=True), packed, h, w, color, entropy_mode)
     return out, os.getpid(), t0, time.perf_counter()
 
 
 def _parse_task(blob: bytes):
     t0 = time.perf_counter()
-    hdr, _, dec = _WORKER.parse(blob)
+    hdr, _, dec = stages.parse(blob, _CODINGS.for_header, _MAX_PIXELS)
     return hdr, dec, os.getpid(), t0, time.perf_counter()
 
 
@@ -90,83 +150,44 @@ class _Mapped:
     def result(self, timeout=None):
         return self._fn(self._inner.result(timeout))
 
+    def done(self) -> bool:
+        return self._inner.done()
+
 
 class ProcessEntropyPool:
-    """Worker processes for one codec; see the module docstring."""
+    """Worker processes for one codec's model; see the module docstring."""
 
     kind = "processes"
 
-    def __init__(self, codec, workers: int | None = None):
-        # A weak reference: no codec <-> pool cycle, so dropping the codec drops the pool,
-        # and ProcessPoolExecutor shuts its workers down when it is collected.
-        self._codec = weakref.ref(codec)
+    def __init__(self, model: str, root, max_pixels: int, workers: int | None = None):
         self.workers = workers or default_workers()
-        spec = dict(quality=codec.quality, model=codec.model_name, root=str(codec.root) if codec.root else None,
-                    entropy=codec.entropy_name, max_pixels=codec.max_pixels)
+        self.timer = None
         # spawn, not fork: the parent may hold a CUDA context, which a forked child cannot use.
         self._ex = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(spec,))
+                                       initializer=_init_worker,
+                                       initargs=(model, str(root) if root else None, max_pixels))
 
     def _record(self, name: str, pid: int, t0: float, t1: float) -> None:
-        timer = self._codec().timer
-        if timer is not None:
-            timer.record(name, f"cpu:process-{pid}", t0, t1)
+        if self.timer is not None:
+            self.timer.record(name, f"cpu:process-{pid}", t0, t1)
 
-    def serialize(self, mdl, packed, h: int, w: int, color: int):
-        def done(r):
+    def serialize(self, coding, packed, h: int, w: int, color: int, entropy_mode: int):
+        def finish(r):
             out, pid, t0, t1 = r
             self._record("entropy", pid, t0, t1)
             return out
-        return _Mapped(self._ex.submit(_serialize_task, mdl.q.quality, packed, h, w, color), done)
+        return _Mapped(self._ex.submit(_serialize_task, coding.quality, packed, h, w, color, entropy_mode), finish)
 
     def parse(self, blob: bytes):
-        def done(r):
+        def finish(r):
             hdr, dec, pid, t0, t1 = r
             self._record("entropy", pid, t0, t1)
-            return hdr, self._codec()._model_for(hdr), dec
-        return _Mapped(self._ex.submit(_parse_task, blob), done)
+            return hdr, dec
+        return _Mapped(self._ex.submit(_parse_task, blob), finish)
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (started on the first task)."""
+        return sorted(self._ex._processes or {})  # noqa: SLF001 - the stdlib exposes no public list
 
     def close(self) -> None:
         self._ex.shutdown(wait=True, cancel_futures=True)
-
-
-class ThreadEntropyPool:
-    """A thread pool over the codec's own coder, for one batch call."""
-
-    kind = "threads"
-
-    def __init__(self, codec, workers: int | None = None):
-        self.codec = codec
-        self._ex = ThreadPoolExecutor(max_workers=workers or default_workers())
-
-    def serialize(self, mdl, packed, h: int, w: int, color: int) -> Future:
-        return self._ex.submit(self.codec._serialize, mdl, packed, h, w, color)
-
-    def parse(self, blob: bytes) -> Future:
-        return self._ex.submit(self.codec.parse, blob)
-
-    def close(self) -> None:
-        self._ex.shutdown(wait=True)
-
-
-_LOCK = threading.Lock()
-
-
-@contextmanager
-def for_batch(codec, on_cuda: bool, workers: int | None = None):
-    """The pool one batch call uses: a thread pool closed when the call ends, or the
-    codec's worker processes, which live until ``codec.close()``."""
-    if resolve_kind(codec.entropy_pool, on_cuda) == "threads":
-        pool = ThreadEntropyPool(codec, workers)
-        try:
-            yield pool
-        finally:
-            pool.close()
-        return
-    with _LOCK:
-        pool = codec._process_pool
-        if pool is None or (workers and pool.workers != workers):
-            if pool is not None:
-                pool.close()
-            pool = codec._process_pool = ProcessEntropyPool(codec, workers)
-    yield pool

@@ -38,11 +38,6 @@ def channel_mask(q: torch.Tensor, n: int, levels: int) -> torch.Tensor:
     return (q >= r).to(torch.float32)
 
 
-def kept_channels(q: torch.Tensor, n: int, levels: int) -> torch.Tensor:
-    """Number of kept channels per location for integer levels."""
-    return q * group_size(n, levels)
-
-
 def soft_mask(p: torch.Tensor, n: int, levels: int) -> torch.Tensor:
     """Mask with the hard value forward and Li et al.'s ramp gradient backward.
 

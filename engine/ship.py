@@ -21,8 +21,8 @@ from safetensors.numpy import save_file
 
 from . import entropy, importance
 from .checkpoint import CHECKPOINT_DIR, write_model_dir
-from .codec import postprocess, preprocess
-from .data import list_images, load_rgb
+from .planes import postprocess, preprocess
+from .data import load_rgb
 from .model import CodecNet, ModelConfig
 from kernels import reference
 

@@ -25,7 +25,7 @@ import torch
 from .checkpoint import save_weights
 from .color import rgb_to_ycbcr
 from .data import CropSampler, DeviceCropSampler, list_images, load_split, split
-from .model import CONFIGS, CodecNet, ModelConfig, n_params
+from .model import CONFIGS, CodecNet, n_params
 
 
 def psnr(a, b) -> torch.Tensor:

@@ -51,14 +51,13 @@ fallback to torch.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
 
 from engine import importance
 
-from .reference import Packed
+from .reference import Packed, packed_from_arrays
 
 try:  # the class the @triton.jit decorator returns in interpreter mode
     from triton.runtime.interpreter import InterpretedFunction as _Interpreted
@@ -173,7 +172,7 @@ def check_device(device) -> torch.device:
         raise RuntimeError(
             "Triton bit-path kernels got CPU tensors but the Triton interpreter is not active"
             f"{hint}: set TRITON_INTERPRET=1 in the environment before importing kernels."
-            "triton_path, move the tensors to CUDA, or use ENGINE_KERNELS=torch.")
+            "pack_triton, move the tensors to CUDA, or use ENGINE_KERNELS=torch.")
     raise RuntimeError(f"Triton bit-path kernels run on CUDA or (interpreted) on the CPU, not on {device}")
 
 
@@ -181,7 +180,7 @@ def default_blocks() -> dict:
     return dict(INTERPRETER_BLOCKS if interpreter_active() else GPU_BLOCKS)
 
 
-def _pow2(x: int) -> int:
+def pow2(x: int) -> int:
     return triton.next_power_of_2(max(int(x), 1))
 
 
@@ -199,7 +198,7 @@ def level_scan(src: torch.Tensor, n: int, levels: int, from_p: bool, scan_block:
     lv = torch.empty(B, 1, h, w, dtype=torch.uint8, device=src.device) if from_p else None
     cum = torch.empty(B, HW, dtype=torch.int32, device=src.device)
     if B and HW:
-        block = min(_pow2(scan_block or default_blocks()["scan_block"]), _pow2(HW))
+        block = min(pow2(scan_block or default_blocks()["scan_block"]), pow2(HW))
         _level_scan_kernel[(B,)](src, lv if from_p else src, cum, HW,
                                  L=levels, G=g, FROM_P=from_p, BLOCK=block)
     return lv, cum
@@ -223,7 +222,7 @@ def pack_device(e: torch.Tensor, p: torch.Tensor, ec: torch.Tensor, n: int, leve
     if p.device != device or ec.device != device:
         raise ValueError(f"e, p, ec must be on one device, got {e.device}, {p.device}, {ec.device}")
     blocks = default_blocks()
-    block_bytes = _pow2(block_bytes or blocks["block_bytes"])
+    block_bytes = pow2(block_bytes or blocks["block_bytes"])
     HW = h * w
     e = e.contiguous()
     ec = ec.contiguous()
@@ -249,14 +248,7 @@ def pack_device(e: torch.Tensor, p: torch.Tensor, ec: torch.Tensor, n: int, leve
 def to_packed(lv: torch.Tensor, ynbits: torch.Tensor, ybuf: torch.Tensor, cnbits: int,
               cbuf: torch.Tensor) -> list[Packed]:
     """Copy the device results of :func:`pack_device` into Packed records."""
-    lv = lv.cpu().numpy()
-    nb = ynbits.cpu().numpy().astype(np.int64)
-    ybuf = ybuf.cpu().numpy()
-    cbuf = cbuf.cpu().numpy()
-    cbytes = (cnbits + 7) // 8
-    return [Packed(lv[i, 0], ybuf[i, :(nb[i] + 7) // 8].tobytes(), int(nb[i]),
-                   cbuf[i, :cbytes].tobytes(), int(cnbits))
-            for i in range(lv.shape[0])]
+    return packed_from_arrays(lv.cpu().numpy(), ynbits.cpu().numpy(), ybuf.cpu().numpy(), cnbits, cbuf.cpu().numpy())
 
 
 def pack(e: torch.Tensor, p: torch.Tensor, ec: torch.Tensor, n: int, levels: int, **blocks) -> list[Packed]:

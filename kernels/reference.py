@@ -26,6 +26,18 @@ class Packed:
     cnbits: int
 
 
+def packed_from_arrays(lv: np.ndarray, ynbits: np.ndarray, ybuf: np.ndarray, cnbits: int,
+                       cbuf: np.ndarray) -> list[Packed]:
+    """Host arrays of a batch -- levels (B, 1, h, w) uint8, valid Y bits per image (B,),
+    Y payloads (B, Ymax) and CbCr payloads (B, Cmax) uint8, each row zero-padded -- ->
+    one :class:`Packed` per image.  Every field is copied out, so the arrays may be
+    reused buffers."""
+    nb = np.asarray(ynbits).astype(np.int64)
+    cbytes = (int(cnbits) + 7) // 8
+    return [Packed(lv[i, 0].copy(), ybuf[i, :(nb[i] + 7) // 8].tobytes(), int(nb[i]),
+                   cbuf[i, :cbytes].tobytes(), int(cnbits)) for i in range(lv.shape[0])]
+
+
 def quantize(p: torch.Tensor, levels: int) -> torch.Tensor:
     """(B, 1, h, w) importance -> uint8 levels."""
     return importance.quantize_levels(p, levels).to(torch.uint8)

@@ -22,7 +22,7 @@ import triton.language as tl
 
 from engine import importance
 
-from .pack_triton import check_device, interpreter_active, level_scan, _pow2
+from .pack_triton import check_device, interpreter_active, level_scan, pow2
 from .reference import Packed
 
 # Integer 0/1 (and level) values are stored through float32: exact for every
@@ -89,7 +89,7 @@ def unpack_device(lv: torch.Tensor, ybuf: torch.Tensor, cbuf: torch.Tensor, n: i
     HW = h * w
     hc, wc = (h + 1) // 2, (w + 1) // 2
     g = importance.group_size(n, levels)
-    block_l = _pow2(block_l or (INTERPRETER_BLOCK_L if interpreter_active() else GPU_BLOCK_L))
+    block_l = pow2(block_l or (INTERPRETER_BLOCK_L if interpreter_active() else GPU_BLOCK_L))
     lv = lv.contiguous()
     ybuf = ybuf.contiguous()
     cbuf = cbuf.contiguous()
@@ -98,14 +98,14 @@ def unpack_device(lv: torch.Tensor, ybuf: torch.Tensor, cbuf: torch.Tensor, n: i
     cdense = torch.empty(B, m, hc, wc, dtype=dtype, device=device)
     if B and HW:
         _, cum = level_scan(lv, n, levels, False)
-        bl = min(block_l, _pow2(HW))
+        bl = min(block_l, pow2(HW))
         _unpack_y_kernel[(triton.cdiv(HW, bl), B)](
             lv, cum, ybuf, lev_out, dense, HW, ybuf.shape[1],
-            N=n, NPAD=_pow2(n), L=levels, G=g, BLOCK_L=bl)
+            N=n, NPAD=pow2(n), L=levels, G=g, BLOCK_L=bl)
     if B and hc * wc and m:
-        bl = min(block_l, _pow2(hc * wc))
+        bl = min(block_l, pow2(hc * wc))
         _unpack_dense_kernel[(triton.cdiv(hc * wc, bl), B)](
-            cbuf, cdense, hc * wc, cbuf.shape[1], M=m, MPAD=_pow2(m), BLOCK_L=bl)
+            cbuf, cdense, hc * wc, cbuf.shape[1], M=m, MPAD=pow2(m), BLOCK_L=bl)
     return lev_out, dense, cdense
 
 

@@ -1,9 +1,7 @@
 """Compress -> file -> decompress with the tiny model (random weights)."""
-import io
 import struct
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest

@@ -30,6 +30,15 @@ def test_codec_rejects_unknown_pool(tiny_root):
         engine.Codec(model="tiny", root=tiny_root, backend="torch", entropy_pool="fibers")
 
 
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_process_pool_same_bytes_and_errors(tiny_root):
     rng = np.random.default_rng(5)
     imgs = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(40, 56), (40, 56), (17, 33), (64, 64)]]
@@ -42,17 +51,19 @@ def test_process_pool_same_bytes_and_errors(tiny_root):
         assert isinstance(out[1], engine.ImageError)
         assert [out[0], *out[2:]] == single
         assert any(s["stage"] == "entropy" and s["lane"].startswith("cpu:process-") for s in codec.timer.spans())
-        pool = codec._process_pool
-        assert pool is not None and pool.kind == "processes"
+        pids = codec.worker_pids()
+        assert len(pids) == 2
         dec = codec.decompress_batch([single[0], b"HNLC junk", *single[1:]], batch_size=2, errors="return",
                                      workers=2)
-        assert codec._process_pool is pool  # reused, not restarted
+        assert codec.worker_pids() == pids  # reused, not restarted
         assert codec.compress_batch(imgs[:1], workers=1) == single[:1]
-        assert codec._process_pool is not pool and codec._process_pool.workers == 1  # resized: restarted
+        new = codec.worker_pids()
+        assert len(new) == 1 and not set(new) & set(pids)  # resized: restarted
         assert isinstance(dec[1], engine.BitstreamError)
         for d, b in zip([dec[0], *dec[2:]], single):
             np.testing.assert_array_equal(d, ref.decompress(b))
-    assert codec._process_pool is None  # closed by the with block
+    assert codec.worker_pids() == []  # closed by the with block
+    assert not any(_alive(p) for p in new + pids)
 
 
 def test_dropping_the_codec_stops_its_workers(tiny_root):
@@ -62,14 +73,14 @@ def test_dropping_the_codec_stops_its_workers(tiny_root):
     codec = engine.Codec(model="tiny", root=tiny_root, backend="torch", quality=2, entropy_pool="processes")
     img = np.random.default_rng(6).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     assert codec.compress_batch([img], workers=1) == [codec.compress(img)]
-    procs = list(codec._process_pool._ex._processes.values())
-    assert procs and all(p.is_alive() for p in procs)
+    pids = codec.worker_pids()
+    assert pids and all(_alive(p) for p in pids)
     del codec
     gc.collect()
     deadline = time.time() + 20
-    while any(p.is_alive() for p in procs) and time.time() < deadline:
+    while any(_alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.1)
-    assert not any(p.is_alive() for p in procs)
+    assert not any(_alive(p) for p in pids)
 
 
 def test_spawn_safe_reads_how_main_was_started(monkeypatch):

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from kernels import get_bitpath, reference
-from kernels import color_triton, pack_triton, triton_path, unpack_triton
+from kernels import pack_triton, unpack_triton
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"small": (60, 16, 8), "tiny": (15, 4, 4)}   # n, L, m
@@ -165,8 +165,9 @@ def test_round_trip(config, device):
     seed = fresh_seed()
     msg = f"seed={seed} config={config} device={device}"
     e, p, ec = make_inputs(seed, 3, n, m, 7, 10, device)
-    items = triton_path.pack(e, p, ec, n, L)
-    lv, y, c = triton_path.unpack(items, n, m, L, device=device)
+    bp = get_bitpath("triton")
+    items = bp.pack(e, p, ec, n, L)
+    lv, y, c = bp.unpack(items, n, m, L, device=device)
     q = reference.quantize(p.cpu(), L)
     from engine import importance
     mask = importance.channel_mask(q.long(), n, L)
@@ -176,8 +177,14 @@ def test_round_trip(config, device):
 
 
 def test_dispatcher_and_validation():
-    assert get_bitpath("triton") is triton_path
-    assert get_bitpath("torch") is reference
+    t = get_bitpath("triton")
+    assert (t.name, t.pack, t.unpack, t.pack_device) == \
+        ("triton", pack_triton.pack, unpack_triton.unpack, pack_triton.pack_device)
+    r = get_bitpath("torch")
+    assert (r.name, r.pack, r.unpack, r.pack_device) == ("torch", reference.pack, reference.unpack, None)
+    assert get_bitpath("auto", "cpu").name == "torch" and get_bitpath("auto", "cuda:0").name == "triton"
+    with pytest.raises(ValueError, match="ENGINE_KERNELS"):
+        get_bitpath("cuda")
     n, L, m = CONFIGS["tiny"]
     e, p, ec = make_inputs(0, 1, n, m, 4, 4)
     items = reference.pack(e, p, ec, n, L)
@@ -188,39 +195,15 @@ def test_dispatcher_and_validation():
         pack_triton.pack_device(e[:, :5], p, ec, n, L)
 
 
-# --------------------------------------------------------------------------- pre/post-processing
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape", [(2, 13, 21), (1, 16, 16), (1, 1, 1), (3, 17, 5)])
-def test_color_kernels(shape, device):
-    """Triton pre/post-processing == the torch twins (to float rounding; in practice exact)."""
-    B, H, W = shape
-    seed = fresh_seed()
-    msg = f"seed={seed} B,H,W={shape} device={device}"
-    g = torch.Generator().manual_seed(seed)
-    rgb = torch.randint(0, 256, (B, H, W, 3), generator=g, dtype=torch.uint8)
-    want = color_triton.preprocess_torch(rgb, 16)
-    got = color_triton.preprocess(rgb.to(device), 16)
-    assert got.shape == want.shape == (B, 3, H + (-H) % 16, W + (-W) % 16), msg
-    assert torch.allclose(got.cpu(), want, rtol=0, atol=1e-6), f"{msg}: {(got.cpu() - want).abs().max()}"
-    # round trip of the image itself is exact
-    assert torch.equal(color_triton.postprocess(got, H, W).cpu(), rgb), msg
-    # off-grid planes (incl. out of range -> clamping): at most one step, and only at rare ties
-    ycc = want + 0.05 * torch.randn(want.shape, generator=g)
-    diff = (color_triton.postprocess(ycc.to(device), H, W).cpu().int()
-            - color_triton.postprocess_torch(ycc, H, W).int()).abs()
-    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3, f"{msg}: {int((diff > 0).sum())} differ"
-
-
 # --------------------------------------------------------------------------- without the interpreter
 
 _SUBPROCESS = textwrap.dedent("""
     import torch
-    from kernels import pack_triton, unpack_triton, triton_path
+    from kernels import pack_triton, unpack_triton
     assert not pack_triton.interpreter_active()
     e, p, ec = torch.rand(1, 15, 4, 4), torch.rand(1, 1, 4, 4), torch.rand(1, 4, 2, 2)
     try:
-        triton_path.pack(e, p, ec, 15, 4)
+        pack_triton.pack(e, p, ec, 15, 4)
     except RuntimeError as err:
         assert "TRITON_INTERPRET=1" in str(err), err
         print("RuntimeError OK")
@@ -231,7 +214,6 @@ _SUBPROCESS = textwrap.dedent("""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from kernels import color_triton as C
     P, U = pack_triton, unpack_triton
     jobs = [
         (P._level_scan_kernel, dict(src_ptr="*fp32", levels_ptr="*u8", cum_ptr="*i32", HW="i32"),
@@ -247,10 +229,6 @@ _SUBPROCESS = textwrap.dedent("""
          dict(N=60, NPAD=64, L=16, G=4, BLOCK_L=128)),
         (U._unpack_dense_kernel, dict(buf_ptr="*u8", out_ptr="*fp32", HW="i32", BUF_STRIDE="i32"),
          dict(M=8, MPAD=8, BLOCK_L=128)),
-        (C._preprocess_kernel, dict(rgb_ptr="*u8", out_ptr="*fp32", coef_ptr="*fp32", H="i32", W="i32",
-                                    HP="i32", WP="i32"), dict(BLOCK=512)),
-        (C._postprocess_kernel, dict(ycc_ptr="*fp32", out_ptr="*u8", coef_ptr="*fp32", h="i32", w="i32",
-                                     HP="i32", WP="i32"), dict(BLOCK=512)),
     ]
     for fn, sig, const in jobs:
         sig = dict(sig, **{k: "constexpr" for k in const})
@@ -268,4 +246,4 @@ def test_without_interpreter_errors_and_compiles():
     r = subprocess.run([sys.executable, "-c", _SUBPROCESS], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "RuntimeError OK" in r.stdout and "compiled 8" in r.stdout, r.stdout + r.stderr
+    assert "RuntimeError OK" in r.stdout and "compiled 6" in r.stdout, r.stdout + r.stderr

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import engine
-from engine import pipeline_cuda as pc
+from engine import executors as ex
 from engine import tiling
 from engine.model import CONFIGS, CodecNet
 from engine.timing import StageTimer
@@ -250,64 +250,55 @@ def test_tile_options_validated(tiny_root):
 def test_activation_bytes_scale_and_size():
     small, tiny = CONFIGS["small"], CONFIGS["tiny"]
     for op in ("encode", "decode"):
-        a = pc.activation_bytes(small, 512, 768, op)
-        assert pc.activation_bytes(small, 1024, 1536, op) == pytest.approx(4 * a, rel=1e-6)
-        assert pc.activation_bytes(tiny, 512, 768, op) < a
+        a = ex.activation_bytes(small, 512, 768, op)
+        assert ex.activation_bytes(small, 1024, 1536, op) == pytest.approx(4 * a, rel=1e-6)
+        assert ex.activation_bytes(tiny, 512, 768, op) < a
     # small encoder: 6 (ycc, ycc - 0.5) + 3 * 32 / 4 (ResBlock at 1/2) = 30 floats per pixel
-    assert pc.activation_bytes(small, 1000, 1000, "encode") == pytest.approx(30 * 4 * 1.25 * 1e6, rel=0.02)
+    assert ex.activation_bytes(small, 1000, 1000, "encode") == pytest.approx(30 * 4 * 1.25 * 1e6, rel=0.02)
     # 24 MP through the untiled small encoder: ~3.6 GB (measured on the CPU: ~3.8 GB peak RSS)
-    assert 3.0e9 < pc.activation_bytes(small, 4000, 6000, "encode") < 4.0e9
+    assert 3.0e9 < ex.activation_bytes(small, 4000, 6000, "encode") < 4.0e9
     with pytest.raises(ValueError):
-        pc.activation_bytes(small, 16, 16, "train")
+        ex.activation_bytes(small, 16, 16, "train")
 
 
 def test_memory_budget():
     G = 2 ** 30
-    assert pc.memory_budget(80 * G, 0.5, 1 * G) == int(39.5 * G)
-    assert pc.memory_budget(G // 2, 0.5, G) == 0
+    assert ex.memory_budget(80 * G, 0.5, 1 * G) == int(39.5 * G)
+    assert ex.memory_budget(G // 2, 0.5, G) == 0
     with pytest.raises(ValueError):
-        pc.memory_budget(G, 0)
+        ex.memory_budget(G, 0)
 
 
 def test_plan_fits_budget():
     MB = 2 ** 20
-    p = pc.plan(100 * MB, 64, 2000 * MB, max_batch=32, max_streams=2)
+    p = ex.plan(100 * MB, 64, 2000 * MB, max_batch=32, max_streams=2)
     assert (p.streams, p.batch) == (2, 10) and p.planned_bytes <= p.budget_bytes
-    assert pc.plan(100 * MB, 64, 20000 * MB, max_batch=32).batch == 32           # capped by max_batch
-    assert pc.plan(100 * MB, 6, 20000 * MB, max_batch=32).batch == 3             # an even share per stream
-    p = pc.plan(100 * MB, 64, 150 * MB, max_batch=32, max_streams=2)
+    assert ex.plan(100 * MB, 64, 20000 * MB, max_batch=32).batch == 32           # capped by max_batch
+    assert ex.plan(100 * MB, 6, 20000 * MB, max_batch=32).batch == 3             # an even share per stream
+    p = ex.plan(100 * MB, 64, 150 * MB, max_batch=32, max_streams=2)
     assert (p.streams, p.batch) == (1, 1)                                         # not two images: one stream
-    p = pc.plan(100 * MB, 64, 10 * MB, max_batch=32, max_streams=3)
+    p = ex.plan(100 * MB, 64, 10 * MB, max_batch=32, max_streams=3)
     assert (p.streams, p.batch) == (1, 1)                                         # over budget: still one
-    p = pc.plan(100 * MB, 1, 20000 * MB, max_batch=32, max_streams=4)
+    p = ex.plan(100 * MB, 1, 20000 * MB, max_batch=32, max_streams=4)
     assert (p.streams, p.batch) == (1, 1)
     for n in range(1, 40):
         for budget in (50, 250, 900, 5000):
-            p = pc.plan(100 * MB, n, budget * MB, max_batch=8, max_streams=3)
+            p = ex.plan(100 * MB, n, budget * MB, max_batch=8, max_streams=3)
             assert 1 <= p.batch <= 8 and 1 <= p.streams <= min(3, n)
             assert p.planned_bytes <= max(p.budget_bytes, p.per_image_bytes)
     with pytest.raises(ValueError):
-        pc.plan(0, 1, 1)
-
-
-def test_chunk_plan_keeps_buckets_and_order():
-    buckets = {"a": list(range(7)), "b": [10, 11], "c": [20]}
-    ch = pc.chunk_plan(buckets, 3)
-    assert ch == [("a", [0, 1, 2]), ("a", [3, 4, 5]), ("a", [6]), ("b", [10, 11]), ("c", [20])]
-    ch = pc.chunk_plan(buckets, lambda key, n: {"a": 4, "b": 1, "c": 9}[key])
-    assert [len(c) for _, c in ch] == [4, 3, 1, 1, 1]
-    assert sorted(i for _, c in ch for i in c) == sorted(i for v in buckets.values() for i in v)
+        ex.plan(0, 1, 1)
 
 
 def test_runner_max_batch():
     class R:
         profiles = {"encoder": {"ycc": {"min": [1, 3, 16, 16], "opt": [1, 3, 512, 768], "max": [8, 3, 2048, 2048]}}}
-    assert pc.runner_max_batch(R()) == 8
-    assert pc.runner_max_batch(object()) is None
+    assert ex.runner_max_batch(R()) == 8
+    assert ex.runner_max_batch(object()) is None
 
 
-def test_packed_from_host_matches_reference():
-    """The pipeline's host-side unpacking of pack_device's buffers == reference.pack."""
+def test_packed_from_arrays_matches_reference():
+    """Host-side unpacking of pack_device's (padded) buffers == reference.pack."""
     from kernels import reference
     torch.manual_seed(2)
     n, L = 15, 4
@@ -319,75 +310,27 @@ def test_packed_from_host_matches_reference():
     for i, r in enumerate(ref):
         ybuf[i, :len(r.ybits)] = np.frombuffer(r.ybits, np.uint8)
     cbuf = np.stack([np.frombuffer(r.cbits, np.uint8) for r in ref])
-    got = pc.packed_from_host(lv, np.array([r.ynbits for r in ref], np.int32), ybuf, ref[0].cnbits, cbuf)
+    got = reference.packed_from_arrays(lv, np.array([r.ynbits for r in ref], np.int32), ybuf, ref[0].cnbits, cbuf)
     for a, b in zip(got, ref):
         assert np.array_equal(a.levels, b.levels) and (a.ybits, a.ynbits, a.cbits, a.cnbits) == \
             (b.ybits, b.ynbits, b.cbits, b.cnbits)
 
 
-def test_cuda_pipeline_refuses_cpu_runner(codec):
+def test_stream_executor_refuses_a_cpu_device(codec):
     with pytest.raises(ValueError, match="CUDA"):
-        pc.CudaPipeline(codec)
+        ex.StreamExecutor(codec.runner.device)
 
 
-# ----------------------------------------------------------------------------- the pipeline's logic, no GPU
-
-class _FakeStream:
-    def __init__(self, device=None):
-        self.device, self.cuda_stream = device, id(self)
-
-    def wait_stream(self, other):
-        pass
-
-    def synchronize(self):
-        pass
-
-
-class _FakeEvent:
-    def record(self, stream=None):
-        self.stream = stream
-
-    def synchronize(self):
-        pass
-
-
-class _FakeApi:
-    """Synchronous CPU stand-ins for the pipeline's CUDA calls."""
-    pinned_allocs = 0
-    streams = []
-    is_cuda = staticmethod(lambda device: True)
-    current_stream = staticmethod(lambda device: _FakeStream(device))
-    use_stream = staticmethod(lambda stream: __import__("contextlib").nullcontext())
-    new_event = staticmethod(lambda: _FakeEvent())
-    free_bytes = staticmethod(lambda device: 8 * 2 ** 30)
-
-    @staticmethod
-    def new_stream(device):
-        _FakeApi.streams.append(_FakeStream(device))
-        return _FakeApi.streams[-1]
-
-    @staticmethod
-    def pinned(nbytes):
-        _FakeApi.pinned_allocs += 1
-        return torch.empty(nbytes, dtype=torch.uint8)
-
-
-@pytest.fixture
-def fake_cuda(monkeypatch):
-    import engine.batch
-    _FakeApi.pinned_allocs, _FakeApi.streams = 0, []
-    monkeypatch.setattr(pc, "api", _FakeApi)
-    monkeypatch.setattr(engine.batch, "_on_cuda", lambda runner: True)
-    return _FakeApi
-
+# ----------------------------------------------------------------------------- the stream executor, no GPU
 
 @pytest.mark.parametrize("kernels", ["torch", "triton"])
 @pytest.mark.parametrize("entropy", ["context", "none"])
-def test_pipeline_logic_on_cpu_stand_ins(tiny_root, fake_cuda, kernels, entropy):
-    """engine.batch -> CudaPipeline with synchronous stand-ins for streams, events and
-    pinned memory: chunking over streams, buffer reuse, pack_device + host unpacking,
-    gray / raw / failing items; bytes equal the single-image API."""
+def test_stream_executor_on_cpu_stand_ins(tiny_root, kernels, entropy):
+    """compress_batch / decompress_batch on the stream executor with synchronous stand-ins
+    for streams, events and pinned memory: chunks over lanes, buffer reuse, pack_device
+    + host unpacking, gray / raw / failing / tiled items; bytes equal the single-image API."""
     from PIL import Image
+    from fake_cuda import FakeCuda
     c = engine.Codec(model="tiny", root=tiny_root, backend="torch", kernels=kernels, entropy=entropy,
                      tile_pixels=150 * 150, tile_size=64)
     rng = np.random.default_rng(8)
@@ -395,40 +338,38 @@ def test_pipeline_logic_on_cpu_stand_ins(tiny_root, fake_cuda, kernels, entropy)
             for s in [(32, 48)] * 7 + [(30, 40), (17, 9), (160, 200), (31, 47)]]
     items = [*imgs[:3], Image.fromarray(imgs[3][:, :, 0]), np.zeros((3, 3), np.float64), *imgs[4:]]
     single = [c.compress(x) if k != 4 else None for k, x in enumerate(items)]
-    out = c.compress_batch(items, batch_size=2, errors="return", pipeline={"streams": 3})
+    fake = FakeCuda()
+    out = c.compress_batch(items, batch_size=2, errors="return", pipeline={"streams": 3, "api": fake})
     assert isinstance(out[4], engine.ImageError)
     assert [o for k, o in enumerate(out) if k != 4] == [b for k, b in enumerate(single) if k != 4]
-    assert len(fake_cuda.streams) == 3
+    assert len(fake.streams) == 3
     blobs = [b for b in single if b is not None]
     blobs.insert(2, b"HNLC junk")
-    dec = c.decompress_batch(blobs, batch_size=2, errors="return", pipeline={"streams": 2})
+    fake2 = FakeCuda()
+    dec = c.decompress_batch(blobs, batch_size=2, errors="return", pipeline={"streams": 2, "api": fake2})
     assert isinstance(dec[2], engine.BitstreamError)
     for d, b in zip(dec[:2] + dec[3:], blobs[:2] + blobs[3:]):
         assert np.array_equal(d, c.decompress(b))
-    # pinned buffers are per stream and reused, not allocated per chunk
-    assert fake_cuda.pinned_allocs <= 3 * 4 + 2 * 6
+    # pinned buffers are per lane and reused, not allocated per chunk: 6 chunks of one
+    # shape on 2 lanes make each lane's named buffers once
+    enc, dec = FakeCuda(), FakeCuda()
+    same = c.compress_batch([imgs[0]] * 12, batch_size=2, pipeline={"streams": 2, "api": enc})
+    c.decompress_batch(same, batch_size=2, pipeline={"streams": 2, "api": dec})
+    assert enc.pinned_allocs == 2 * (5 if kernels == "triton" else 1)     # rgb (+ lv, ynbits, ybuf, cbuf)
+    assert dec.pinned_allocs == 2 * (4 if entropy == "context" else 1)    # (lv, y, c +) rgb_out
 
 
-def test_pipeline_plans_from_budget(tiny_root, fake_cuda):
-    from collections import defaultdict
-    from engine.entropy_pool import ThreadEntropyPool
+def test_stream_executor_plans_from_budget(tiny_root):
+    from fake_cuda import FakeCuda
     c = engine.Codec(model="tiny", root=tiny_root, backend="torch", kernels="torch")
-    per = pc.activation_bytes(c.config, 32, 48, "encode")
+    per = ex.activation_bytes(c.config, 32, 48, "encode")
     rng = np.random.default_rng(9)
     imgs = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(9)]
-    pipe = pc.CudaPipeline(c, max_batch=8, streams=2, budget_bytes=5 * per)
-    results = [None] * len(imgs)
-    buckets = defaultdict(list)
-    for i, x in enumerate(imgs):
-        buckets[(2, 3)].append((i, x, 0))
-    pool = ThreadEntropyPool(c, 1)
-    try:
-        got = dict((i, f.result()) for i, f in pipe.compress(buckets, results, pool))
-    finally:
-        pool.close()
-    assert [got[i] for i in range(9)] == [c.compress(x) for x in imgs]
-    ((key, p),) = pipe.plans
-    assert (p.streams, p.batch) == (2, 2) and p.planned_bytes <= 5 * per
+    fake = FakeCuda()
+    executor = ex.StreamExecutor(c.runner.device, streams=2, budget_bytes=5 * per, api=fake)
+    assert c.compress_batch(imgs, batch_size=8, executor=executor) == [c.compress(x) for x in imgs]
+    ((key, p),) = executor.plans
+    assert (p.streams, p.batch) == (2, 2) and p.planned_bytes <= 5 * per and len(fake.streams) == 2
 
 
 # ----------------------------------------------------------------------------- stage timing

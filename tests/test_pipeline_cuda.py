@@ -1,4 +1,4 @@
-"""The CUDA batch pipeline (engine/pipeline_cuda.py) on a real GPU.
+"""The CUDA stream executor (engine/executors.py) under the batch APIs, on a real GPU.
 
 Skipped without CUDA (this repository's CI has none: the pipeline is unverified
 there).  On a GPU machine:
@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import engine
-from engine import pipeline_cuda as pc
+from engine import executors as ex
 from engine.timing import StageTimer
 
 pytestmark = [
@@ -58,7 +58,7 @@ def _same_or_near_threshold(codec, img, batched: bytes, single: bytes, tol: floa
     symbols differ; fails on any other difference."""
     if batched == single:
         return 0
-    from engine.codec import preprocess
+    from engine.planes import preprocess
     _, mdl, (la, ya, ca) = codec.parse(batched)
     _, _, (lb, yb, cb) = codec.parse(single)
     cfg = mdl.q.config
@@ -106,26 +106,15 @@ def test_pipeline_raw_entropy_gray_and_errors(tiny_root):
 
 
 def test_pipeline_small_budget_and_tiling(tiny_root):
-    """A tiny memory budget forces batch 1 / one stream; tiled images bypass the pipeline."""
-    from collections import defaultdict
-    from engine.entropy_pool import ThreadEntropyPool
+    """A tiny memory budget forces batch 1 / one stream; tiled images run one at a time."""
     codec = engine.Codec(model="tiny", root=tiny_root, backend="torch", device="cuda",
                          tile_pixels=120 * 120, tile_size=64)
     imgs = _images(3) + [np.random.default_rng(9).integers(0, 256, (200, 300, 3), dtype=np.uint8)]
     single = [codec.compress(x) for x in imgs]
     assert codec.compress_batch(imgs, batch_size=8, pipeline={"budget_bytes": 1}) == single
-    pipe = pc.CudaPipeline(codec, max_batch=8, streams=2, budget_bytes=1)
-    buckets = defaultdict(list)
-    for i, x in enumerate(imgs):
-        buckets[(-(-x.shape[0] // 16), -(-x.shape[1] // 16))].append((i, x, 0))
-    results = [None] * len(imgs)
-    pool = ThreadEntropyPool(codec, 2)
-    try:
-        got = {i: f.result() for i, f in pipe.compress(buckets, results, pool)}
-    finally:
-        pool.close()
-    assert [got[i] for i in range(len(imgs))] == single
-    assert pipe.plans and all(p.batch == 1 and p.streams == 1 for _, p in pipe.plans)
+    executor = ex.StreamExecutor(codec.runner.device, streams=2, budget_bytes=1)
+    assert codec.compress_batch(imgs, batch_size=8, executor=executor) == single
+    assert executor.plans and all(p.batch == 1 and p.streams == 1 for _, p in executor.plans)
 
 
 def test_pipeline_tensorrt(tiny_root, tmp_path, monkeypatch):
@@ -167,10 +156,10 @@ def test_activation_estimate_bounds_measured_peak(name, tmp_path):
             r.decode(bits, lv, cb)
         torch.cuda.synchronize()
         used = torch.cuda.max_memory_allocated() - base
-        est = pc.activation_bytes(cfg, H, W, op)
+        est = ex.activation_bytes(cfg, H, W, op)
         print(f"{name} {op}: measured {used / 2**20:.1f} MiB, estimate {est / 2**20:.1f} MiB ({est / used:.2f}x)")
         # cuDNN workspaces come out of the same allocator: the plan's reserve covers them
-        assert used <= est + pc.DEFAULT_RESERVE // 4 and est < 4 * used + 64 * 2 ** 20
+        assert used <= est + ex.DEFAULT_RESERVE // 4 and est < 4 * used + 64 * 2 ** 20
 
 
 def _union(intervals):

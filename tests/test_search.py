@@ -4,11 +4,10 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 import engine
 from engine import bitstream, checkpoint, entropy
-from engine.codec import preprocess
+from engine.planes import preprocess
 from engine.eval import psnr_rgb
 from engine.search import MAX_EFFORT, CodeSearch, check_effort, rung_slope
 

@@ -85,7 +85,7 @@ class OrtRunner(GraphRunner):
             import onnxruntime as ort
         except ImportError as ex:
             raise BackendUnavailable("onnxruntime is not installed: pip install onnxruntime") from ex
-        from ..build import load_artifacts
+        from ..artifacts import load_artifacts
 
         self.q, self.cfg, self.precision = q, q.config, precision
         self.directory, self.manifest = load_artifacts(q, "onnxruntime", precision, build_dir)

@@ -44,7 +44,7 @@ def _trt_ready(device: str | None) -> bool:
 
 def _check(q, backend: str, precision: str, build_dir, expect=None) -> bool:
     """True when usable, False when missing; ArtifactMismatch when stale."""
-    from ..build import artifact_dir, artifact_status, rebuild_hint
+    from ..artifacts import artifact_dir, artifact_status, rebuild_hint
 
     status, reason = artifact_status(q, backend, precision, build_dir, expect)
     if status == "stale":

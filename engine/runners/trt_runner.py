@@ -33,7 +33,7 @@ class TrtRunner(GraphRunner):
         import_tensorrt()                       # BackendUnavailable with the install hint
         if not torch.cuda.is_available():
             raise BackendUnavailable(TRT_NO_CUDA)
-        from ..build import load_artifacts
+        from ..artifacts import load_artifacts
 
         self.device = torch.device(device or "cuda")
         if self.device.type != "cuda":

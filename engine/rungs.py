@@ -1,0 +1,137 @@
+"""The rungs a codec runs: a checkpoint quality, its entropy tables, its stream id and
+(when it runs networks) its runner.
+
+Two views of one rung, because two kinds of worker need it:
+  * :class:`Coding` -- what the entropy stages need (config, tables, stream id); small,
+    picklable, no network.  Entropy worker processes hold only these.
+  * :class:`Rung` -- a Coding plus the runner that runs the networks (and, for
+    ``effort`` > 0, the code search), built once per codec and quality.
+
+A file names its model, quality and stream id; :meth:`Codings.for_header` is the
+one place that checks them.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint, entropy
+from .errors import BitstreamError
+from .model import ModelConfig
+
+
+@dataclass(frozen=True)
+class Coding:
+    model: str
+    quality: int
+    config: ModelConfig
+    tables: entropy.Tables
+    stream_id: bytes          # 8 bytes every file of this rung carries
+
+
+def load_tables(q: checkpoint.Quality) -> entropy.Tables:
+    """The rung's context tables (``entropy.safetensors`` beside the weights), else flat ones."""
+    cfg = q.config
+    path = q.weights.parent / "entropy.safetensors"
+    if path.exists():
+        from safetensors.numpy import load_file
+        d = load_file(str(path))
+        key = f"q{q.quality}."
+        if key + "map" in d:
+            return entropy.Tables(d[key + "map"].astype(np.uint32), d[key + "y"], d[key + "c"])
+    return entropy.Tables.flat(cfg.n, cfg.levels, cfg.m)
+
+
+def coding_for(q: checkpoint.Quality) -> Coding:
+    tables = load_tables(q)
+    h = hashlib.sha256(q.fingerprint.encode())
+    for v in tables.as_dict().values():
+        h.update(np.ascontiguousarray(v).tobytes())
+    return Coding(q.model, q.quality, q.config, tables, h.digest()[:8])
+
+
+class Codings:
+    """One model's codings by quality, loaded on first use (no networks)."""
+
+    def __init__(self, model: str = checkpoint.DEFAULT_MODEL, root: str | Path | None = None):
+        self.model = model
+        self.root = Path(root) if root else None
+        self.checkpoints: dict[tuple[int | None, bool], checkpoint.Quality] = {}
+        self.by_quality: dict[int, Coding] = {}
+
+    def resolve(self, quality: int | None, decode: bool = False) -> checkpoint.Quality:
+        key = (quality, decode)
+        q = self.checkpoints.get(key)
+        if q is None:
+            q = self.checkpoints[key] = checkpoint.resolve(self.model, quality, root=self.root, decode=decode)
+        return q
+
+    def get(self, quality: int | None, decode: bool = False) -> Coding:
+        q = self.resolve(quality, decode)
+        c = self.by_quality.get(q.quality)
+        if c is None:
+            c = self.by_quality[q.quality] = coding_for(q)
+        return c
+
+    def for_header(self, hdr) -> Coding:
+        """The coding a file's header asks for, or a BitstreamError saying why this
+        engine cannot decode it."""
+        if hdr.model != self.model:
+            raise BitstreamError(f"file was made by model {hdr.model!r} quality {hdr.quality}; this codec runs "
+                                 f"model {self.model!r}: use engine.Codec(model={hdr.model!r})")
+        try:
+            c = self.get(hdr.quality, decode=True)
+        except ValueError as e:
+            raise BitstreamError(f"file needs model {hdr.model!r} quality {hdr.quality}, which is not "
+                                 f"available here: {e}") from None
+        if c.stream_id != hdr.stream_id:
+            raise BitstreamError(f"file was made by a different version of model {hdr.model!r} quality "
+                                 f"{hdr.quality} (stream id {hdr.stream_id.hex()}, installed "
+                                 f"{c.stream_id.hex()}): decode it with the engine version that wrote it")
+        return c
+
+
+@dataclass
+class Rung:
+    q: checkpoint.Quality
+    coding: Coding
+    runner: object
+    search: object = None     # engine.search.CodeSearch, made on the first effort > 0 call
+
+    @property
+    def tables(self) -> entropy.Tables:
+        return self.coding.tables
+
+    @property
+    def stream_id(self) -> bytes:
+        return self.coding.stream_id
+
+
+class Rungs:
+    """The rungs one codec has loaded: runners are built once per quality."""
+
+    def __init__(self, model: str, root=None, backend: str = "auto", device=None, threads: int | None = None):
+        self.codings = Codings(model, root)
+        self.backend, self.device, self.threads = backend, device, threads
+        self.loaded: dict[int, Rung] = {}
+
+    @property
+    def model(self) -> str:
+        return self.codings.model
+
+    def get(self, quality: int | None, decode: bool = False) -> Rung:
+        from .runners import make_runner
+        q = self.codings.resolve(quality, decode)
+        r = self.loaded.get(q.quality)
+        if r is None:
+            coding = self.codings.get(q.quality, decode)
+            runner = make_runner(q, self.backend, self.device, threads=self.threads)
+            r = self.loaded[q.quality] = Rung(q, coding, runner)
+        return r
+
+    def for_header(self, hdr) -> Rung:
+        self.codings.for_header(hdr)
+        return self.get(hdr.quality, decode=True)

@@ -1,0 +1,237 @@
+"""The scheduler: which items go through the stages together, and in what order.
+
+It owns
+  * bucketing: only images of the same rung and the same padded shape share a
+    chunk, so no image gets extra padding and the bytes are the single-image ones;
+  * chunk sizes: the caller's batch size, a TensorRT profile's limit, the stream
+    executor's memory plan, and one image per chunk when the networks run in tiles;
+  * bounded windows: at most ``window`` inputs wait in buckets, and at most about
+    ``2 x window`` results are in flight, however many items come in, so
+    :func:`compress_iter` and :func:`decompress_iter` stream any number of inputs in
+    bounded memory;
+  * per-item errors: a failed item yields its exception (or raises it, with
+    ``errors="raise"``) and the others go on.
+
+Where the stages run is the executor's business (engine/executors.py), and where the
+CPU stages run the pool's (engine/entropy_pool.py).  Results come out in input order.
+"""
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from concurrent.futures import Future
+from typing import Iterable, Iterator
+
+from . import stages
+from .executors import runner_max_batch
+from .imageio import to_rgb
+from .planes import padded_size
+
+ERRORS = ("raise", "return")
+
+
+def check_errors(errors: str) -> str:
+    if errors not in ERRORS:
+        raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}")
+    return errors
+
+
+def default_window(batch_size: int) -> int:
+    return max(4 * batch_size, 16)
+
+
+class _Results:
+    """Results by input index, yielded in input order; futures are waited for only when
+    their turn comes, or when too many are in flight."""
+
+    def __init__(self, errors: str, progress, limit: int):
+        self.errors, self.progress, self.limit = errors, progress, limit
+        self.items: dict[int, object] = {}
+        self.next = 0
+        self.seen = 0
+
+    def put(self, i: int, value) -> None:
+        self.items[i] = value
+
+    def fail(self, indices, exc) -> None:
+        for i in indices:
+            self.items[i] = exc
+
+    def drain(self, block: bool = False) -> Iterator:
+        """Yield what is ready, in order.  A future is waited for when ``block`` (the
+        end), or when more than ``limit`` results are held."""
+        while self.next < self.seen and self.next in self.items:
+            v = self.items[self.next]
+            if hasattr(v, "result") and not (block or v.done() or len(self.items) > self.limit):
+                return
+            del self.items[self.next]
+            self.next += 1
+            if hasattr(v, "result"):
+                try:
+                    v = v.result()
+                except Exception as exc:  # noqa: BLE001 - the item's own error
+                    v = exc
+            if self.progress:
+                self.progress(1)
+            if isinstance(v, BaseException) and self.errors == "raise":
+                raise v
+            yield v
+
+
+def compress_iter(opts, rung, images: Iterable, executor, pool, batch_size: int = 8, errors: str = "raise",
+                  window: int | None = None, progress=None) -> Iterator:
+    """Images -> file bytes in input order (or, with ``errors="return"``, the exception
+    in a failed item's place).  ``opts``: the codec's settings (engine/stages.py)."""
+    check_errors(errors)
+    cfg = rung.q.config
+    mult = cfg.multiple
+    max_batch = max(1, int(batch_size))
+    cap = runner_max_batch(rung.runner)
+    if cap:
+        max_batch = min(max_batch, cap)
+    window = window or default_window(max_batch)
+    out = _Results(errors, progress, 2 * window)
+    executor.on_error = out.fail
+    buckets: dict[tuple, list] = defaultdict(list)
+    sizes: dict[tuple, int] = {}
+    waiting = 0
+
+    def chunk_size(key) -> int:
+        if key not in sizes:
+            H, W = key[0] * mult, key[1] * mult
+            if stages.needs_tiles(opts, rung, H, W, "encoder"):
+                sizes[key] = 1
+            elif hasattr(executor, "plan_for"):
+                sizes[key] = executor.plan_for(key, cfg, H, W, window, "encode", max_batch).batch
+            else:
+                sizes[key] = max_batch
+        return sizes[key]
+
+    def run(items: list) -> None:
+        def enqueue(lane):
+            rgbs = [rgb for _, rgb, _ in items]
+            ycc = stages.stage_images(lane, rgbs, mult)
+            bits = stages.encode_chunk(opts, rung, lane, ycc, [r.shape[:2] for r in rgbs],
+                                       [c for _, _, c in items])
+            del ycc
+            host = stages.bits_to_host(lane, bits)
+
+            def finish():
+                for (i, rgb, color), pk in zip(items, host.packed()):
+                    out.put(i, pool.serialize(rung.coding, pk, rgb.shape[0], rgb.shape[1], color,
+                                              opts.entropy_mode))
+            return finish
+        executor.submit([i for i, _, _ in items], enqueue)
+
+    try:
+        for i, img in enumerate(images):
+            out.seen = i + 1
+            try:
+                rgb, color = to_rgb(img, opts.max_pixels)
+            except Exception as exc:  # noqa: BLE001 - reported per item
+                out.put(i, exc)
+            else:
+                H, W = padded_size(*rgb.shape[:2], mult)
+                key = (H // mult, W // mult)
+                buckets[key].append((i, rgb, color))
+                waiting += 1
+                if len(buckets[key]) >= chunk_size(key):
+                    waiting -= len(buckets[key])
+                    run(buckets.pop(key))
+                elif waiting >= window:                  # bounded: run the fullest bucket
+                    key = max(buckets, key=lambda k: len(buckets[k]))
+                    waiting -= len(buckets[key])
+                    run(buckets.pop(key))
+            yield from out.drain()
+        for items in buckets.values():
+            run(items)
+        buckets.clear()
+        executor.drain()
+        yield from out.drain(block=True)
+    finally:
+        executor.close()
+
+
+def decompress_iter(opts, rungs, blobs: Iterable, executor, pool, batch_size: int = 8, errors: str = "raise",
+                    window: int | None = None, progress=None) -> Iterator:
+    """File bytes -> (h, w, 3) uint8 arrays in input order (or exceptions).  Parses run
+    in the pool up to ``window`` files ahead of the network."""
+    check_errors(errors)
+    max_batch = max(1, int(batch_size))
+    window = window or default_window(max_batch)
+    out = _Results(errors, progress, 2 * window)
+    executor.on_error = out.fail
+    buckets: dict[tuple, list] = defaultdict(list)
+    sizes: dict[tuple, int] = {}
+    waiting = 0
+
+    def chunk_size(key, rung) -> int:
+        if key not in sizes:
+            mult = rung.q.config.multiple
+            H, W = key[1] * mult, key[2] * mult
+            cap = runner_max_batch(rung.runner)
+            mb = min(max_batch, cap) if cap else max_batch
+            if stages.needs_tiles(opts, rung, H, W, "decoder"):
+                sizes[key] = 1
+            elif hasattr(executor, "plan_for"):
+                sizes[key] = executor.plan_for(key, rung.q.config, H, W, window, "decode", mb).batch
+            else:
+                sizes[key] = mb
+        return sizes[key]
+
+    def run(items: list) -> None:
+        rung = items[0][2]
+
+        def enqueue(lane):
+            lv, bits, cbits = stages.latents_to_device(opts, rung, lane, [d for _, _, _, d in items])
+            ycc = stages.decode_chunk(opts, rung, lane, lv, bits, cbits)
+            del lv, bits, cbits
+            views = stages.images_to_host(lane, stages.to_images(lane, ycc, [h for _, h, _, _ in items]))
+
+            def finish():
+                for (i, _, _, _), v in zip(items, views):
+                    out.put(i, v.numpy().copy())
+            return finish
+        executor.submit([i for i, _, _, _ in items], enqueue)
+
+    todo = iter(enumerate(blobs))
+    ahead: deque[tuple[int, Future]] = deque()
+
+    def refill():
+        while len(ahead) < window:
+            nxt = next(todo, None)
+            if nxt is None:
+                return
+            out.seen = nxt[0] + 1
+            ahead.append((nxt[0], pool.parse(nxt[1])))
+
+    try:
+        refill()
+        while ahead:
+            i, fut = ahead.popleft()
+            refill()
+            try:
+                hdr, dec = fut.result()
+                rung = rungs.for_header(hdr)
+            except Exception as exc:  # noqa: BLE001 - reported per item
+                out.put(i, exc)
+            else:
+                mult = rung.q.config.multiple
+                H, W = padded_size(hdr.height, hdr.width, mult)
+                key = (rung.q.quality, H // mult, W // mult)
+                buckets[key].append((i, hdr, rung, dec))
+                waiting += 1
+                if len(buckets[key]) >= chunk_size(key, rung):
+                    waiting -= len(buckets[key])
+                    run(buckets.pop(key))
+                elif waiting >= window:
+                    key = max(buckets, key=lambda k: len(buckets[k]))
+                    waiting -= len(buckets[key])
+                    run(buckets.pop(key))
+            yield from out.drain()
+        for items in buckets.values():
+            run(items)
+        buckets.clear()
+        executor.drain()
+        yield from out.drain(block=True)
+    finally:
+        executor.close()

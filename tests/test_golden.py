@@ -1,0 +1,74 @@
+"""Golden bytes: every path gives the files (and pixels) recorded before the stage
+redesign (tests/golden_cases.py, tests/golden/small.json).
+
+Paths: ``compress`` one image at a time, ``compress_batch`` (mixed shapes in one call),
+``compress_iter`` with a window smaller than the input, and the CUDA stream executor
+on synchronous CPU stand-ins (tests/fake_cuda.py), for both bit paths; decoding the
+same way back.  Kodak crops join where ../shared is present.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import engine
+from engine.checkpoint import CHECKPOINT_DIR
+from fake_cuda import FakeCuda
+from golden_cases import inputs, sha, to_input
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "small.json").read_text())
+
+pytestmark = pytest.mark.skipif(not (CHECKPOINT_DIR / "small" / "model.json").exists(),
+                                reason="the shipped model is not in this checkout")
+
+
+def _cases(setting: str, effort: int):
+    imgs = dict(inputs("synthetic"))
+    if not effort:
+        imgs.update(inputs("kodak"))
+    want = GOLDEN["settings"][setting]
+    return [(n, a, want[n]) for n, a in imgs.items()]
+
+
+@pytest.mark.parametrize("setting", sorted(GOLDEN["settings"]))
+def test_golden_bytes_every_path(setting):
+    q, ent, effort = setting.split("-")
+    q, effort = int(q[1:]), int(effort[1:])
+    codec = engine.Codec(quality=q, entropy=ent, effort=effort, backend="torch", kernels="torch")
+    cases = _cases(setting, effort)
+    names = [n for n, _, _ in cases]
+    items = [to_input(a) for _, a, _ in cases]
+    want = [w["bytes"] for _, _, w in cases]
+    pixels = [w["decoded"] for _, _, w in cases]
+
+    single = [codec.compress(x) for x in items]
+    assert [sha(b) for b in single] == want, names
+    assert [sha(b) for b in codec.compress_batch(items, batch_size=3)] == want
+    assert [sha(b) for b in codec.compress_iter(iter(items), batch_size=2, window=3)] == want
+    streams = codec.compress_batch(items, batch_size=2, pipeline={"streams": 2, "api": FakeCuda()})
+    assert [sha(b) for b in streams] == want
+
+    ref = [codec.decompress(b) for b in single]
+    assert [sha(d) for d in ref] == pixels
+    # Batched torch decodes on the CPU may round a few pixels the other way (the
+    # convolutions' float sums depend on the batch; issue #13 tracks it; ONNX Runtime
+    # is invariant): same images to one level, in at most 1% of the values.
+    for dec in (codec.decompress_batch(single, batch_size=3),
+                list(codec.decompress_iter(iter(single), batch_size=2, window=3)),
+                codec.decompress_batch(single, batch_size=2, pipeline={"streams": 3, "api": FakeCuda()})):
+        for name, a, b in zip(names, dec, ref):
+            d = np.abs(a.astype(np.int16) - b)
+            assert a.shape == b.shape and d.max() <= 1 and np.count_nonzero(d) <= d.size // 100, name
+
+
+def test_golden_bytes_triton_bit_path():
+    """The Triton bit path (interpreted on the CPU) on the stream executor: same files."""
+    setting = "q3-context-e0"
+    codec = engine.Codec(quality=3, backend="torch", kernels="triton")
+    cases = [c for c in _cases(setting, 0) if c[0].startswith(("syn", "gray"))]
+    items = [to_input(a) for _, a, _ in cases]
+    out = codec.compress_batch(items, batch_size=2, pipeline={"streams": 2, "api": FakeCuda()})
+    assert [sha(b) for b in out] == [w["bytes"] for _, _, w in cases]
+    assert np.array_equal(codec.decompress(out[0]), engine.Codec(quality=3, backend="torch",
+                                                                 kernels="torch").decompress(out[0]))
