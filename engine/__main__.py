@@ -96,44 +96,42 @@ def run(args) -> int:
     from tqdm import tqdm
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not todo, file=sys.stderr)
     t0 = time.perf_counter()
-    nbytes_in = nbytes_out = 0
+    nbytes_out = 0
     bpps = []
     done = 0
-    for s in range(0, len(todo), max(1, args.batch)):
-        chunk = todo[s:s + max(1, args.batch)]
-        if comp:
-            res = codec.compress_batch([f for f, _ in chunk], batch_size=args.batch, errors="return")
-        else:
-            blobs = []
-            for f, _ in chunk:
-                try:
-                    blobs.append(f.read_bytes())
-                except OSError as e:
-                    blobs.append(EngineError(f"cannot read {f}: {e.strerror or e}"))
-            ok = [b for b in blobs if isinstance(b, bytes)]
-            dec = iter(codec.decompress_batch(ok, batch_size=args.batch, errors="return"))
-            res = [next(dec) if isinstance(b, bytes) else b for b in blobs]
-            nbytes_in += sum(len(b) for b in ok)
-        for (f, dst), r in zip(chunk, res):
-            if isinstance(r, BaseException):
-                failures.append((f, str(r)))
-                continue
-            try:
-                if comp:
-                    atomic_write_bytes(dst, r)
-                    nbytes_out += len(r)
-                    w, h = _size_of(r)
-                    bpps.append(len(r) * 8 / (w * h))
-                else:
-                    data = _png(r)
-                    atomic_write_bytes(dst, data)
-                    nbytes_out += len(data)
-                done += 1
-            except OSError as e:
-                failures.append((f, f"cannot write {dst}: {e.strerror or e}"))
-        bar.update(len(chunk))
+
+    def read(f):
+        try:
+            return f.read_bytes()
+        except OSError as e:
+            return EngineError(f"cannot read {f}: {e.strerror or e}")
+
+    # One stream over every input: the network and the entropy coder stay overlapped
+    # across batches, and at most a window of inputs is held in memory.
+    if comp:
+        results = codec.compress_iter((f for f, _ in todo), batch_size=args.batch, errors="return")
+    else:
+        results = codec.decompress_iter((read(f) for f, _ in todo), batch_size=args.batch, errors="return")
+    for k, ((f, dst), r) in enumerate(zip(todo, results)):
+        bar.update(1)
+        if isinstance(r, BaseException):
+            failures.append((f, str(r)))
+            continue
+        try:
+            if comp:
+                atomic_write_bytes(dst, r)
+                nbytes_out += len(r)
+                w, h = _size_of(r)
+                bpps.append(len(r) * 8 / (w * h))
+            else:
+                data = _png(r)
+                atomic_write_bytes(dst, data)
+                nbytes_out += len(data)
+            done += 1
+        except OSError as e:
+            failures.append((f, f"cannot write {dst}: {e.strerror or e}"))
         dt = max(time.perf_counter() - t0, 1e-9)
-        bar.set_postfix_str(f"{(s + len(chunk)) / dt:.2f} img/s, {nbytes_out / dt / 1e6:.2f} MB/s out")
+        bar.set_postfix_str(f"{(k + 1) / dt:.2f} img/s, {nbytes_out / dt / 1e6:.2f} MB/s out", refresh=False)
     bar.close()
     codec.close()
     for f, msg in failures:

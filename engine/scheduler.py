@@ -14,6 +14,8 @@ It owns
 
 Where the stages run is the executor's business (engine/executors.py), and where the
 CPU stages run the pool's (engine/entropy_pool.py).  Results come out in input order.
+An exception object in place of an input is passed through as that item's error
+(the CLI hands over files it could not read this way).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from concurrent.futures import Future
 from typing import Iterable, Iterator
 
 from . import stages
+from .entropy_pool import done
 from .executors import runner_max_batch
 from .imageio import to_rgb
 from .planes import padded_size
@@ -126,6 +129,8 @@ def compress_iter(opts, rung, images: Iterable, executor, pool, batch_size: int 
         for i, img in enumerate(images):
             out.seen = i + 1
             try:
+                if isinstance(img, BaseException):     # the caller's own error for this item (a read failed)
+                    raise img
                 rgb, color = to_rgb(img, opts.max_pixels)
             except Exception as exc:  # noqa: BLE001 - reported per item
                 out.put(i, exc)
@@ -202,7 +207,9 @@ def decompress_iter(opts, rungs, blobs: Iterable, executor, pool, batch_size: in
             if nxt is None:
                 return
             out.seen = nxt[0] + 1
-            ahead.append((nxt[0], pool.parse(nxt[1])))
+            blob = nxt[1]
+            # an exception in place of a file is that item's error (the caller could not read it)
+            ahead.append((nxt[0], done(blob) if isinstance(blob, BaseException) else pool.parse(blob)))
 
     try:
         refill()

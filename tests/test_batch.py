@@ -59,3 +59,37 @@ def test_decode_window_smaller_than_the_batch_list(codec):
     assert isinstance(dec[3], BitstreamError) and sum(seen) == len(blobs)
     for d, b in zip(dec[:3] + dec[4:], blobs[:3] + blobs[4:]):
         assert np.array_equal(d, codec.decompress(b))
+
+
+def test_iterators_stream_in_bounded_memory(codec):
+    """compress_iter / decompress_iter pull inputs lazily: however long the stream, the
+    items taken but not yet given back stay within a few windows; results are in order
+    and equal to one-at-a-time; an exception object in the stream is that item's error."""
+    imgs = _images()
+    single = [codec.compress(x) for x in imgs]
+    window, n = 4, 30
+    pulled = []
+
+    def stream(items):
+        for k in range(n):
+            pulled.append(k)
+            yield items[k % len(items)] if k != 7 else ValueError("unreadable")
+
+    got = []
+    for data in codec.compress_iter(stream(imgs), batch_size=2, window=window, errors="return"):
+        got.append(data)
+        assert len(pulled) - len(got) <= 3 * window + 1      # buckets <= window, results <= 2 x window
+    assert len(got) == n and isinstance(got[7], ValueError)
+    assert all(g == single[k % len(imgs)] for k, g in enumerate(got) if k != 7)
+
+    pulled.clear()
+    dec = []
+    for rgb in codec.decompress_iter(stream(single), batch_size=2, window=window, errors="return"):
+        dec.append(rgb)
+        assert len(pulled) - len(dec) <= 4 * window + 1      # + parses ahead <= window
+    assert len(dec) == n and isinstance(dec[7], ValueError)
+    for k, d in enumerate(dec):
+        if k != 7:
+            assert np.array_equal(d, codec.decompress(single[k % len(imgs)]))
+    with pytest.raises(ValueError, match="unreadable"):
+        list(codec.compress_iter(stream(imgs), batch_size=2, window=window))
