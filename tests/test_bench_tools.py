@@ -107,3 +107,22 @@ def test_bench_ort_variants_smoke(tiny_root, tmp_path):
                              "--build-dir", str(tmp_path / "b"), "--out", str(tmp_path / "res")])
     assert {r["variant"] for r in res["rows"]} == set(ort_variants.VARIANTS)
     assert res["identical_to_conv"] == {"conv+spin": True, "native": True}
+
+
+def test_bench_versus_smoke(tmp_path):
+    """Two checkouts (here the same one twice) in paired rounds: rows, ratios, same bytes."""
+    from pathlib import Path
+    from bench import versus
+    data = tmp_path / "imgs"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(data / f"i{i}.png")
+    repo = Path(__file__).resolve().parents[1]
+    res = versus.main(["--before", str(repo), "--after", str(repo), "--data", str(data), "--backend", "torch",
+                       "--rounds", "2", "--batches", "2", "--out", str(tmp_path / "res")])
+    assert res["identical_files"] and res["images"] == 2
+    assert {(r["op"], r["batch"]) for r in res["rows"]} == {("compress_batch", 2), ("decompress_batch", 2)}
+    for r in res["rows"]:
+        assert r["before_images_per_s"] > 0 and r["after_over_before_seconds"]["median"] > 0
+    assert any(p.suffix == ".md" for p in (tmp_path / "res").iterdir())

@@ -242,3 +242,27 @@ def test_unknown_kernel_or_backend_name_is_an_error(tiny_root, monkeypatch):
     monkeypatch.delenv("ENGINE_KERNELS")
     with pytest.raises(ValueError, match="backend"):
         engine.Codec(model="tiny", root=tiny_root, backend="tpu")
+
+
+def test_weights_hashed_once_per_process(tiny_root, monkeypatch):
+    """resolve() reads a weights file once while it is unchanged, and again after it changes."""
+    import os
+    from pathlib import Path
+    from engine import checkpoint
+    reads = []
+    real = Path.read_bytes
+
+    def counting(self):
+        if self.name == "weights.safetensors":
+            reads.append(self)
+        return real(self)
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    monkeypatch.setattr(checkpoint, "_HASHES", {})
+    a = checkpoint.resolve("tiny", 2, root=tiny_root)
+    for q in (1, 2, 3, 2):
+        checkpoint.resolve("tiny", q, root=tiny_root)
+    engine.Codec(model="tiny", root=tiny_root, backend="torch", quality=3)
+    assert len(reads) == 1
+    st = a.weights.stat()
+    os.utime(a.weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))     # "changed"
+    assert checkpoint.resolve("tiny", 2, root=tiny_root).fingerprint == a.fingerprint and len(reads) == 2
