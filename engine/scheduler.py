@@ -80,6 +80,39 @@ class _Results:
             yield v
 
 
+class _Buckets:
+    """Items waiting for a chunk, by key.  ``add`` returns the chunks to run now: a
+    bucket once it holds ``size`` items, or the fullest bucket once ``window`` items
+    wait in all (so memory stays bounded); ``rest`` returns what is left at the end."""
+
+    def __init__(self, window: int):
+        self.window, self.waiting = window, 0
+        self.items: dict[tuple, list] = defaultdict(list)
+
+    def add(self, key, item, size: int) -> list:
+        self.items[key].append(item)
+        self.waiting += 1
+        if len(self.items[key]) < size:
+            if self.waiting < self.window:
+                return []
+            key = max(self.items, key=lambda k: len(self.items[k]))
+        chunk = self.items.pop(key)
+        self.waiting -= len(chunk)
+        return [chunk]
+
+    def rest(self) -> list:
+        chunks, self.items, self.waiting = list(self.items.values()), defaultdict(list), 0
+        return chunks
+
+
+def _last(buckets: _Buckets, run, executor, out: _Results) -> Iterator:
+    """The end of a stream: run the partial buckets, wait for the lanes, yield the rest."""
+    for chunk in buckets.rest():
+        run(chunk)
+    executor.drain()
+    yield from out.drain(block=True)
+
+
 def compress_iter(opts, rung, images: Iterable, executor, pool, batch_size: int = 8, errors: str = "raise",
                   window: int | None = None, progress=None) -> Iterator:
     """Images -> file bytes in input order (or, with ``errors="return"``, the exception
@@ -94,9 +127,8 @@ def compress_iter(opts, rung, images: Iterable, executor, pool, batch_size: int 
     window = window or default_window(max_batch)
     out = _Results(errors, progress, 2 * window)
     executor.on_error = out.fail
-    buckets: dict[tuple, list] = defaultdict(list)
+    buckets = _Buckets(window)
     sizes: dict[tuple, int] = {}
-    waiting = 0
 
     def chunk_size(key) -> int:
         if key not in sizes:
@@ -137,21 +169,10 @@ def compress_iter(opts, rung, images: Iterable, executor, pool, batch_size: int 
             else:
                 H, W = padded_size(*rgb.shape[:2], mult)
                 key = (H // mult, W // mult)
-                buckets[key].append((i, rgb, color))
-                waiting += 1
-                if len(buckets[key]) >= chunk_size(key):
-                    waiting -= len(buckets[key])
-                    run(buckets.pop(key))
-                elif waiting >= window:                  # bounded: run the fullest bucket
-                    key = max(buckets, key=lambda k: len(buckets[k]))
-                    waiting -= len(buckets[key])
-                    run(buckets.pop(key))
+                for chunk in buckets.add(key, (i, rgb, color), chunk_size(key)):
+                    run(chunk)
             yield from out.drain()
-        for items in buckets.values():
-            run(items)
-        buckets.clear()
-        executor.drain()
-        yield from out.drain(block=True)
+        yield from _last(buckets, run, executor, out)
     finally:
         executor.close()
 
@@ -165,9 +186,8 @@ def decompress_iter(opts, rungs, blobs: Iterable, executor, pool, batch_size: in
     window = window or default_window(max_batch)
     out = _Results(errors, progress, 2 * window)
     executor.on_error = out.fail
-    buckets: dict[tuple, list] = defaultdict(list)
+    buckets = _Buckets(window)
     sizes: dict[tuple, int] = {}
-    waiting = 0
 
     def chunk_size(key, rung) -> int:
         if key not in sizes:
@@ -225,20 +245,9 @@ def decompress_iter(opts, rungs, blobs: Iterable, executor, pool, batch_size: in
                 mult = rung.q.config.multiple
                 H, W = padded_size(hdr.height, hdr.width, mult)
                 key = (rung.q.quality, H // mult, W // mult)
-                buckets[key].append((i, hdr, rung, dec))
-                waiting += 1
-                if len(buckets[key]) >= chunk_size(key, rung):
-                    waiting -= len(buckets[key])
-                    run(buckets.pop(key))
-                elif waiting >= window:
-                    key = max(buckets, key=lambda k: len(buckets[k]))
-                    waiting -= len(buckets[key])
-                    run(buckets.pop(key))
+                for chunk in buckets.add(key, (i, hdr, rung, dec), chunk_size(key, rung)):
+                    run(chunk)
             yield from out.drain()
-        for items in buckets.values():
-            run(items)
-        buckets.clear()
-        executor.drain()
-        yield from out.drain(block=True)
+        yield from _last(buckets, run, executor, out)
     finally:
         executor.close()
