@@ -23,6 +23,18 @@ pytestmark = pytest.mark.skipif(not (CHECKPOINT_DIR / "small" / "model.json").ex
                                 reason="the shipped model is not in this checkout")
 
 
+@pytest.fixture(autouse=True)
+def recorded_threads():
+    """Torch's CPU decode rounds a few pixels differently with another thread count
+    (issue #13), and other tests change it: decode with the count the golden file was
+    recorded with."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(GOLDEN["torch_threads"])
+    yield
+    torch.set_num_threads(before)
+
+
 def _cases(setting: str, effort: int):
     imgs = dict(inputs("synthetic"))
     if not effort:
