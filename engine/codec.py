@@ -18,7 +18,8 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import bitstream, checkpoint, entropy_pool, scheduler, stages, tiling
+from . import bitstream, checkpoint, scheduler, stages, tiling
+from . import entropy_pool as entropy_pools     # the name entropy_pool is the constructor's argument
 from .executors import CUDA, InlineExecutor, StreamExecutor
 from .imageio import DEFAULT_MAX_PIXELS
 from .rungs import Rungs
@@ -63,8 +64,8 @@ class Codec:
         self.effort = check_effort(effort)
         if entropy not in bitstream.ENTROPY_NAMES:
             raise ValueError(f"entropy must be one of {sorted(bitstream.ENTROPY_NAMES)}, got {entropy!r}")
-        if entropy_pool is not None and entropy_pool not in entropy_pool_kinds():
-            raise ValueError(f"entropy_pool must be one of {entropy_pool_kinds()}, got {entropy_pool!r}")
+        if entropy_pool is not None and entropy_pool not in entropy_pools.KINDS:
+            raise ValueError(f"entropy_pool must be one of {entropy_pools.KINDS}, got {entropy_pool!r}")
         self.entropy_mode = bitstream.ENTROPY_NAMES[entropy]
         self.entropy_name = entropy
         self.entropy_pool = entropy_pool
@@ -124,8 +125,8 @@ class Codec:
     def entropy_workers(self, on_cuda: bool, workers: int | None = None):
         """The pool one batch call codes in: a thread pool closed when the call ends, or
         this codec's worker processes, which live until :meth:`close`."""
-        if entropy_pool.resolve_kind(self.entropy_pool, on_cuda) == "threads":
-            pool = entropy_pool.ThreadEntropyPool(self.rungs.codings, self.max_pixels, workers)
+        if entropy_pools.resolve_kind(self.entropy_pool, on_cuda) == "threads":
+            pool = entropy_pools.ThreadEntropyPool(self.rungs.codings, self.max_pixels, workers)
             pool.timer = self.timer
             try:
                 yield pool
@@ -137,13 +138,13 @@ class Codec:
             if pool is None or (workers and pool.workers != workers):
                 if pool is not None:
                     pool.close()
-                pool = self._workers = entropy_pool.ProcessEntropyPool(self.model_name, self.root, self.max_pixels,
+                pool = self._workers = entropy_pools.ProcessEntropyPool(self.model_name, self.root, self.max_pixels,
                                                                        workers)
         pool.timer = self.timer
         yield pool
 
     def _inline(self):
-        pool = entropy_pool.InlinePool(self.rungs.codings, self.max_pixels)
+        pool = entropy_pools.InlinePool(self.rungs.codings, self.max_pixels)
         pool.timer = self.timer
         return InlineExecutor(self.runner.device, self.timer), pool
 
@@ -193,6 +194,3 @@ class Codec:
     def decompress_batch(self, blobs, batch_size: int = 8, errors: str = "raise", **kw) -> list:
         return list(self.decompress_iter(blobs, batch_size, errors, **kw))
 
-
-def entropy_pool_kinds() -> tuple:
-    return entropy_pool.KINDS

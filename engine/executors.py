@@ -187,6 +187,9 @@ class InlineExecutor:
     def device(self):
         return self.lane.device
 
+    def batch_for(self, key, cfg, height: int, width: int, n_images: int, op: str, max_batch: int) -> int:
+        return max_batch
+
     def submit(self, indices: list, enqueue) -> None:
         lane = self.lane
         lane.indices = list(indices)
@@ -225,7 +228,7 @@ class StreamExecutor:
         self.api = api or CUDA
         if not self.api.is_cuda(device):
             raise ValueError(f"StreamExecutor needs a CUDA device, got {device}")
-        self.device = torch.device(device) if not isinstance(device, torch.device) else device
+        self.device = torch.device(device)
         self.max_streams = max(1, int(streams))
         self.memory_fraction = memory_fraction
         self.reserve_bytes = reserve_bytes
@@ -243,11 +246,13 @@ class StreamExecutor:
             return int(self.fixed_budget)
         return memory_budget(self.api.free_bytes(self.device), self.memory_fraction, self.reserve_bytes)
 
-    def plan_for(self, key, cfg, height: int, width: int, n_images: int, op: str, max_batch: int) -> Plan:
+    def batch_for(self, key, cfg, height: int, width: int, n_images: int, op: str, max_batch: int) -> int:
+        """The memory plan's batch for a bucket (recorded in ``plans``); the lanes in use
+        grow to the largest plan's streams."""
         p = plan(activation_bytes(cfg, height, width, op), n_images, self.budget(), max_batch, self.max_streams)
         self.plans.append((key, p))
         self.active = max(self.active, p.streams)
-        return p
+        return p.batch
 
     # -- running ------------------------------------------------------------
     def _lane(self) -> Lane:

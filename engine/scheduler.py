@@ -105,6 +105,25 @@ class _Buckets:
         return chunks
 
 
+class _ChunkSizes:
+    """Images per chunk, by bucket key: one when the network runs in tiles, else the
+    caller's batch size capped by the runner's profile and by the executor's plan."""
+
+    def __init__(self, opts, executor, batch_size: int, window: int, op: str):
+        self.opts, self.executor, self.batch, self.window, self.op = opts, executor, max(1, int(batch_size)), window, op
+        self.net = "encoder" if op == "encode" else "decoder"
+        self.sizes: dict[tuple, int] = {}
+
+    def __call__(self, key, rung, height: int, width: int) -> int:
+        if key not in self.sizes:
+            cap = runner_max_batch(rung.runner)
+            batch = min(self.batch, cap) if cap else self.batch
+            tiled = stages.needs_tiles(self.opts, rung, height, width, self.net)
+            self.sizes[key] = 1 if tiled else self.executor.batch_for(key, rung.q.config, height, width,
+                                                                      self.window, self.op, batch)
+        return self.sizes[key]
+
+
 def _last(buckets: _Buckets, run, executor, out: _Results) -> Iterator:
     """The end of a stream: run the partial buckets, wait for the lanes, yield the rest."""
     for chunk in buckets.rest():
@@ -118,28 +137,12 @@ def compress_iter(opts, rung, images: Iterable, executor, pool, batch_size: int 
     """Images -> file bytes in input order (or, with ``errors="return"``, the exception
     in a failed item's place).  ``opts``: the codec's settings (engine/stages.py)."""
     check_errors(errors)
-    cfg = rung.q.config
-    mult = cfg.multiple
-    max_batch = max(1, int(batch_size))
-    cap = runner_max_batch(rung.runner)
-    if cap:
-        max_batch = min(max_batch, cap)
-    window = window or default_window(max_batch)
+    mult = rung.q.config.multiple
+    window = window or default_window(batch_size)
     out = _Results(errors, progress, 2 * window)
     executor.on_error = out.fail
     buckets = _Buckets(window)
-    sizes: dict[tuple, int] = {}
-
-    def chunk_size(key) -> int:
-        if key not in sizes:
-            H, W = key[0] * mult, key[1] * mult
-            if stages.needs_tiles(opts, rung, H, W, "encoder"):
-                sizes[key] = 1
-            elif hasattr(executor, "plan_for"):
-                sizes[key] = executor.plan_for(key, cfg, H, W, window, "encode", max_batch).batch
-            else:
-                sizes[key] = max_batch
-        return sizes[key]
+    chunk_size = _ChunkSizes(opts, executor, batch_size, window, "encode")
 
     def run(items: list) -> None:
         def enqueue(lane):
@@ -169,7 +172,7 @@ def compress_iter(opts, rung, images: Iterable, executor, pool, batch_size: int 
             else:
                 H, W = padded_size(*rgb.shape[:2], mult)
                 key = (H // mult, W // mult)
-                for chunk in buckets.add(key, (i, rgb, color), chunk_size(key)):
+                for chunk in buckets.add(key, (i, rgb, color), chunk_size(key, rung, H, W)):
                     run(chunk)
             yield from out.drain()
         yield from _last(buckets, run, executor, out)
@@ -182,26 +185,11 @@ def decompress_iter(opts, rungs, blobs: Iterable, executor, pool, batch_size: in
     """File bytes -> (h, w, 3) uint8 arrays in input order (or exceptions).  Parses run
     in the pool up to ``window`` files ahead of the network."""
     check_errors(errors)
-    max_batch = max(1, int(batch_size))
-    window = window or default_window(max_batch)
+    window = window or default_window(batch_size)
     out = _Results(errors, progress, 2 * window)
     executor.on_error = out.fail
     buckets = _Buckets(window)
-    sizes: dict[tuple, int] = {}
-
-    def chunk_size(key, rung) -> int:
-        if key not in sizes:
-            mult = rung.q.config.multiple
-            H, W = key[1] * mult, key[2] * mult
-            cap = runner_max_batch(rung.runner)
-            mb = min(max_batch, cap) if cap else max_batch
-            if stages.needs_tiles(opts, rung, H, W, "decoder"):
-                sizes[key] = 1
-            elif hasattr(executor, "plan_for"):
-                sizes[key] = executor.plan_for(key, rung.q.config, H, W, window, "decode", mb).batch
-            else:
-                sizes[key] = mb
-        return sizes[key]
+    chunk_size = _ChunkSizes(opts, executor, batch_size, window, "decode")
 
     def run(items: list) -> None:
         rung = items[0][2]
@@ -245,7 +233,7 @@ def decompress_iter(opts, rungs, blobs: Iterable, executor, pool, batch_size: in
                 mult = rung.q.config.multiple
                 H, W = padded_size(hdr.height, hdr.width, mult)
                 key = (rung.q.quality, H // mult, W // mult)
-                for chunk in buckets.add(key, (i, hdr, rung, dec), chunk_size(key, rung)):
+                for chunk in buckets.add(key, (i, hdr, rung, dec), chunk_size(key, rung, H, W)):
                     run(chunk)
             yield from out.drain()
         yield from _last(buckets, run, executor, out)

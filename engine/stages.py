@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from . import bitstream, entropy, tiling
+from .errors import BitstreamError
 from .imageio import COLOR_GRAY
 from .planes import padded_size, postprocess_tensor, preprocess_tensor
 from .timing import stage
@@ -179,7 +180,6 @@ def parse(data: bytes, coding_for, max_pixels: int, timer=None):
 
 
 def parse_sections(hdr, coding, msec: bytes, ysec: bytes, csec: bytes):
-    from .errors import BitstreamError
     cfg = coding.config
     H, W = padded_size(hdr.height, hdr.width, cfg.multiple)
     h, w, hc, wc = H // 8, W // 8, H // 16, W // 16
