@@ -124,6 +124,16 @@ class _ChunkSizes:
         return self.sizes[key]
 
 
+def _start(opts, executor, batch_size: int, errors: str, window: int | None, progress, op: str):
+    """A stream's state: its window, results (the executor reports failures there),
+    buckets and chunk sizes."""
+    check_errors(errors)
+    window = window or default_window(batch_size)
+    out = _Results(errors, progress, 2 * window)
+    executor.on_error = out.fail
+    return window, out, _Buckets(window), _ChunkSizes(opts, executor, batch_size, window, op)
+
+
 def _last(buckets: _Buckets, run, executor, out: _Results) -> Iterator:
     """The end of a stream: run the partial buckets, wait for the lanes, yield the rest."""
     for chunk in buckets.rest():
@@ -136,13 +146,8 @@ def compress_iter(opts, rung, images: Iterable, executor, pool, batch_size: int 
                   window: int | None = None, progress=None) -> Iterator:
     """Images -> file bytes in input order (or, with ``errors="return"``, the exception
     in a failed item's place).  ``opts``: the codec's settings (engine/stages.py)."""
-    check_errors(errors)
     mult = rung.q.config.multiple
-    window = window or default_window(batch_size)
-    out = _Results(errors, progress, 2 * window)
-    executor.on_error = out.fail
-    buckets = _Buckets(window)
-    chunk_size = _ChunkSizes(opts, executor, batch_size, window, "encode")
+    window, out, buckets, chunk_size = _start(opts, executor, batch_size, errors, window, progress, "encode")
 
     def run(items: list) -> None:
         def enqueue(lane):
@@ -184,12 +189,7 @@ def decompress_iter(opts, rungs, blobs: Iterable, executor, pool, batch_size: in
                     window: int | None = None, progress=None) -> Iterator:
     """File bytes -> (h, w, 3) uint8 arrays in input order (or exceptions).  Parses run
     in the pool up to ``window`` files ahead of the network."""
-    check_errors(errors)
-    window = window or default_window(batch_size)
-    out = _Results(errors, progress, 2 * window)
-    executor.on_error = out.fail
-    buckets = _Buckets(window)
-    chunk_size = _ChunkSizes(opts, executor, batch_size, window, "decode")
+    window, out, buckets, chunk_size = _start(opts, executor, batch_size, errors, window, progress, "decode")
 
     def run(items: list) -> None:
         rung = items[0][2]
