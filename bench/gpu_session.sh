@@ -30,6 +30,18 @@ fi
 export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET
 PY=python3
+# The native v2 entropy coder: build it here when cmake, a compiler and nanobind (a
+# carried wheel in .whl/) are present; without it bitstream v2 would run on its slow
+# numpy reference, so the throughput steps fall back to v1's coder and say so.
+ENTROPY=rans
+if command -v cmake > /dev/null && $PY -c "import nanobind" 2> /dev/null && \
+   cmake -S . -B /tmp/native -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="$(command -v $PY)" > /tmp/native.log 2>&1 && \
+   cmake --build /tmp/native -j 8 >> /tmp/native.log 2>&1; then
+    export HNLC_NATIVE_LIB="$(ls /tmp/native/rans_native*.so)"
+elif ! $PY -c "import engine.rans_native" 2> /dev/null; then
+    ENTROPY=context
+    echo "native coder not built here (see /tmp/native.log): throughput uses --entropy context (v1)"
+fi
 el() { echo $(( $(date +%s) - T0 )); }
 step() {  # step NAME LIMIT_S command...
     local name=$1 lim=$2; shift 2
@@ -65,7 +77,7 @@ step copy_bandwidth 30 $PY -m bench.copy_bandwidth "$R/copy_bandwidth.json"
 step bench_kernels 60 env BENCH_BATCHES=1,8,32 $PY -m pytest bench/bench_kernels.py -q -rs -p no:cacheprovider \
     --benchmark-json="$R/bench_kernels.json" --benchmark-columns=min,median,rounds
 step throughput 90 $PY -m bench.throughput --data .carry/kodak --backends torch-cuda --batches 1,8,32 \
-    --repeat 2 --no-build --out "$R"
+    --repeat 2 --no-build --entropy "$ENTROPY" --out "$R"
 step pipeline_timeline 45 env PIPELINE_TIMELINE="$R/pipeline_timeline.json" $PY -m pytest \
     tests/test_pipeline_cuda.py -k timeline -q -s -rs -p no:cacheprovider
 

@@ -354,6 +354,12 @@ def markdown(res: dict) -> str:
                   "on the same device, same run:", "", "| op | batch | default / torch |", "|---|---|---|"]
         for d in res["default_vs_torch"]:
             lines.append(f"| {d['op']} | {d['batch']} | {d['ratio']:.2f}x |")
+    if res.get("entropy_ratio"):
+        lines += ["", "Entropy modes side by side (same backend, op and batch; best rounds of this run):", "",
+                  "| backend | op | batch | modes | img/s | ratio |", "|---|---|---|---|---|---|"]
+        for d in res["entropy_ratio"]:
+            lines.append(f"| {d['backend']} | {d['op']} | {d['batch']} | {d['modes'][0]} / {d['modes'][1]} | "
+                         f"{d['images_per_s'][0]:.2f} / {d['images_per_s'][1]:.2f} | {d['ratio']:.2f}x |")
     if res.get("baselines"):
         lines += ["", "Baselines at matched bpp (one image at a time, one thread):", "",
                   "| codec | quality | mean bpp | encode img/s | encode MP/s | decode img/s | decode MP/s |",
@@ -421,7 +427,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--threads", type=int, default=None, help="torch / ORT threads (default: all CPUs)")
     ap.add_argument("--repeat", type=int, default=2, help="timed rounds (backends interleaved), best kept per cell")
-    ap.add_argument("--entropy", default="context", choices=["context", "none"])
+    ap.add_argument("--entropy", default="rans",
+                    help="rans | context | none, or a comma list: each backend runs once per mode, in turns "
+                         "within each round, and the ratio of the first mode's images/s to each other's is reported")
     ap.add_argument("--kernels", default=None, choices=["auto", "torch", "triton"])
     ap.add_argument("--build-dir", default=None, help="artifact folder (default: ENGINE_BUILD_DIR or build/)")
     ap.add_argument("--no-build", action="store_true", help="do not build missing ONNX/TensorRT artifacts")
@@ -452,6 +460,10 @@ def main(argv=None) -> dict:
            "images": len(images), "mean_pixels": float(np.mean([a.shape[0] * a.shape[1] for _, a in images])),
            "entropy": args.entropy, "rows": [], "skipped": {}}
 
+    entropies = [e.strip() for e in args.entropy.split(",") if e.strip()]
+    for e in entropies:
+        if e not in ("rans", "context", "none"):
+            raise SystemExit(f"--entropy: unknown mode {e!r}")
     codecs = {}
     for name in wanted:
         backend, device = backend_spec(name)
@@ -463,8 +475,10 @@ def main(argv=None) -> dict:
             res["skipped"][name] = why
             log(f"skipping {name}: {why}")
             continue
-        codecs[name] = engine.Codec(quality=q.quality, model=model, root=root, backend=backend, device=device,
-                                    kernels=args.kernels, entropy=args.entropy, threads=threads)
+        for e in entropies:
+            key = name if len(entropies) == 1 else f"{name} [{e}]"
+            codecs[key] = engine.Codec(quality=q.quality, model=model, root=root, backend=backend, device=device,
+                                       kernels=args.kernels, entropy=e, threads=threads)
     # Backends take turns, round by round, and each cell keeps its best round: on
     # a shared machine whose speed drifts, the ratio then compares like with like.
     rounds = max(1, args.repeat)
@@ -476,6 +490,9 @@ def main(argv=None) -> dict:
                 rows = time_codec(codec, images, b)
                 for r in rows:
                     r["bench_backend"] = name
+                    r["entropy"] = codec.entropy_name
+                    if len(entropies) > 1:
+                        r["backend"] = f"{r['backend']} [{codec.entropy_name}]"
                     log(f"  {r['op']}: {r['images_per_s']:.2f} img/s, {r['megapixels_per_s']:.2f} MP/s")
                     key = (name, r["op"])
                     if key not in best or r["seconds"] < best[key]["seconds"]:
@@ -485,6 +502,20 @@ def main(argv=None) -> dict:
     if not res["rows"]:
         raise SystemExit("no backend ran: " + json.dumps(res["skipped"]))
     res["mean_bpp"] = float(np.mean([r["mean_bpp"] for r in res["rows"]]))
+    # entropy modes side by side: same backend, op and batch, best rounds of one run
+    res["entropy_ratio"] = []
+    if len(entropies) > 1:
+        by = {(r["bench_backend"], r["op"], r["batch"]): r for r in res["rows"]}
+        for (nm, op, b), r in sorted(by.items()):
+            base = nm.rsplit(" [", 1)[0]
+            if r["entropy"] != entropies[0]:
+                continue
+            for e in entropies[1:]:
+                other = by.get((f"{base} [{e}]", op, b))
+                if other:
+                    res["entropy_ratio"].append({"backend": base, "op": op, "batch": b, "modes": [entropies[0], e],
+                                                 "ratio": r["images_per_s"] / other["images_per_s"],
+                                                 "images_per_s": [r["images_per_s"], other["images_per_s"]]})
 
     # default backend vs torch eager, same device, this run
     dev = "cuda" if any(r["device"].startswith("cuda") for r in res["rows"]) else "cpu"

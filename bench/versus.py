@@ -1,6 +1,6 @@
 """Two checkouts of the engine side by side, in paired rounds: ``python -m bench.versus``.
 
-    python -m bench.versus --before /path/to/old/checkout [--after .] [--data ../shared/data/kodak]
+    python -m bench.versus --before /path/to/old/checkout [--after .] [--data ../shared/data/kodak] [--entropy MODE]
         [--rounds 5] [--batches 1,8] [--quality Q] [--backend auto] [--cli] [--out bench/results]
 
 For refactors: is the new code as fast as the old on the same machine, same
@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import isolated  # noqa: E402
 from bench.throughput import machine_info, write_results  # noqa: E402
 
 WORKER = r"""
@@ -45,7 +46,8 @@ files = sorted(p for p in Path(args["data"]).iterdir() if p.suffix.lower() in ("
 images = [Image.open(f).convert("RGB") for f in files]
 for im in images:
     im.load()
-codec = engine.Codec(quality=args["quality"], backend=args["backend"])
+codec = engine.Codec(quality=args["quality"], backend=args["backend"],
+                     **({"entropy": args["entropy"]} if args["entropy"] else {}))
 blobs = codec.compress_batch(images, batch_size=8)
 codec.decompress_batch(blobs[:2], batch_size=8)
 print(json.dumps({"ready": engine.__file__, "backend": codec.runner.name, "images": len(images),
@@ -67,8 +69,8 @@ class Side:
     def __init__(self, name: str, checkout: Path, args):
         env = dict(os.environ, PYTHONPATH=str(checkout))
         self.name, self.checkout = name, checkout
-        self.p = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(
-            {"data": args.data, "quality": args.quality, "backend": args.backend})],
+        self.p = subprocess.Popen([*isolated.code(WORKER), json.dumps(
+            {"data": args.data, "quality": args.quality, "backend": args.backend, "entropy": args.entropy})],
             cwd=checkout, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.info = json.loads(self.p.stdout.readline())
 
@@ -87,15 +89,15 @@ def _q(v):
     return q[0], st.median(v), q[2]
 
 
-def cli_round(checkout: Path, data: str, quality, backend: str) -> tuple[float, float, str]:
+def cli_round(checkout: Path, data: str, quality, backend: str, entropy: str | None = None) -> tuple[float, float, str]:
     env = dict(os.environ, PYTHONPATH=str(checkout))
     with tempfile.TemporaryDirectory() as tmp:
-        q = ["--quality", str(quality)] if quality else []
+        q = (["--quality", str(quality)] if quality else []) + (["--entropy", entropy] if entropy else [])
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "engine", "compress", data, "-o", f"{tmp}/c", "--quiet",
+        subprocess.run([*isolated.module("engine"), "compress", data, "-o", f"{tmp}/c", "--quiet",
                         "--backend", backend, *q], cwd=checkout, env=env, check=True)
         t1 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "engine", "decompress", f"{tmp}/c", "-o", f"{tmp}/d", "--quiet",
+        subprocess.run([*isolated.module("engine"), "decompress", f"{tmp}/c", "-o", f"{tmp}/d", "--quiet",
                         "--backend", backend], cwd=checkout, env=env, check=True)
         t2 = time.perf_counter()
         h = hashlib.sha256()
@@ -115,6 +117,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--cli", action="store_true")
     ap.add_argument("--cli-rounds", type=int, default=2)
+    ap.add_argument("--entropy", default=None,
+                    help="entropy mode for both sides (default: each side's own default; an older checkout may "
+                         "not know the newer modes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = ap.parse_args(argv)
@@ -149,7 +154,7 @@ def main(argv=None) -> dict:
         cli = {"before": [], "after": []}
         for _ in range(args.cli_rounds):
             for s in (sides if rng.random() < 0.5 else sides[::-1]):
-                cli[s.name].append(cli_round(s.checkout, args.data, args.quality, args.backend))
+                cli[s.name].append(cli_round(s.checkout, args.data, args.quality, args.backend, args.entropy))
         same_bytes &= len({r[2] for v in cli.values() for r in v}) == 1
         for name, v in cli.items():
             print(f"CLI {name}: compress {n / st.median(r[0] for r in v):.2f} img/s, decompress "

@@ -1,6 +1,6 @@
 """Command line: ``python -m engine compress|decompress ...``.
 
-  python -m engine compress IMG|DIR|GLOB... -o OUTDIR [--quality Q] [--batch N] [--entropy context|none]
+  python -m engine compress IMG|DIR|GLOB... -o OUTDIR [--quality Q] [--batch N] [--entropy rans|context|none]
   python -m engine decompress FILE|DIR|GLOB... -o OUTDIR [--batch N]
 
 Outputs are written atomically (temp file + rename).  An existing output is
@@ -40,7 +40,8 @@ def _parser():
         p.add_argument("--quiet", action="store_true")
         if name == "compress":
             p.add_argument("-q", "--quality", type=int, default=None)
-            p.add_argument("--entropy", default="context", choices=["context", "none"])
+            p.add_argument("--entropy", default="rans", choices=["rans", "context", "none"],
+                           help="rans: bitstream v2 (default); context: v1's range coder; none: raw bits")
             p.add_argument("--effort", type=int, default=0, choices=range(10), metavar="0..9",
                            help="per-image code search (slower, better; default 0: one pass)")
     return ap

@@ -18,7 +18,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import bitstream, checkpoint, scheduler, stages, tiling
+from . import bitstream, checkpoint, lanes, scheduler, stages, tiling
 from . import entropy_pool as entropy_pools     # the name entropy_pool is the constructor's argument
 from .executors import CUDA, InlineExecutor, StreamExecutor
 from .imageio import DEFAULT_MAX_PIXELS
@@ -33,7 +33,9 @@ class Codec:
     model     a shipped model name (``engine.checkpoint.list_models()``)
     backend   "auto" | "torch" | "onnxruntime" | "tensorrt"
     kernels   "auto" | "torch" | "triton" (else ENGINE_KERNELS)
-    entropy   "context" (default) | "none" (raw packing)
+    entropy   "rans" (default: bitstream v2, rANS lanes, the native coder: engine/lanes.py)
+              | "context" (version 1's range coder, kept for old readers and comparisons)
+              | "none" (raw packing, version 1).  Every mode's files decode.
     tile_pixels  run the networks in tiles (engine/tiling.py) when the padded image has
               more pixels than this, or a side longer than a TensorRT profile allows;
               0 never tiles (default ENGINE_TILE_PIXELS, ~8.4 MP).
@@ -53,7 +55,7 @@ class Codec:
     """
 
     def __init__(self, quality: int | None = None, model: str = checkpoint.DEFAULT_MODEL,
-                 backend: str = "auto", kernels: str | None = None, entropy: str = "context",
+                 backend: str = "auto", kernels: str | None = None, entropy: str = "rans",
                  device: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  root: str | Path | None = None, threads: int | None = None,
                  tile_pixels: int | None = None, tile_size: int | None = None,
@@ -125,7 +127,8 @@ class Codec:
     def entropy_workers(self, on_cuda: bool, workers: int | None = None):
         """The pool one batch call codes in: a thread pool closed when the call ends, or
         this codec's worker processes, which live until :meth:`close`."""
-        if entropy_pools.resolve_kind(self.entropy_pool, on_cuda) == "threads":
+        gil_free = self.entropy_mode == bitstream.ENTROPY_RANS and lanes.native() is not None
+        if entropy_pools.resolve_kind(self.entropy_pool, on_cuda, gil_free) == "threads":
             pool = entropy_pools.ThreadEntropyPool(self.rungs.codings, self.max_pixels, workers)
             pool.timer = self.timer
             try:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import BitstreamError
+from .lanes_reference import sum4
 
 ONE = 1 << 16
 _SPATIAL = 25   # (ones, zeros) among 4 neighbours -> ones * 5 + zeros
@@ -125,20 +126,10 @@ def _map_ctx(grid: np.ndarray, pos: np.ndarray, wp: int, L: int) -> np.ndarray:
     return grid[pos - wp] * (L + 1) + grid[pos - 1]
 
 
-def _sum4(a: np.ndarray) -> np.ndarray:
-    """Sum of the 4-neighbours over the last two axes (zero outside)."""
-    s = np.zeros_like(a)
-    s[..., 1:, :] += a[..., :-1, :]
-    s[..., :-1, :] += a[..., 1:, :]
-    s[..., :, 1:] += a[..., :, :-1]
-    s[..., :, :-1] += a[..., :, 1:]
-    return s
-
-
 def _neighbour_counts(bits: np.ndarray, kept: np.ndarray):
     """Ones and zeros among the 4-neighbours that are kept (over the last two axes)."""
     one = bits.astype(bool) & kept
-    return _sum4(one.astype(np.int8)), _sum4((kept & ~one).astype(np.int8))
+    return sum4(one.astype(np.int8)), sum4((kept & ~one).astype(np.int8))
 
 
 class _Planes:
@@ -250,7 +241,7 @@ def _decode_planes(planes: _Planes, sec: bytes, table: np.ndarray) -> np.ndarray
     wp = w + 2                                   # a zero border makes neighbours plain offsets
     kept = planes.kept()
     anchors = kept & planes.anchor
-    around = _sum4(anchors.astype(np.int8)).reshape(C, -1)   # kept anchors next to each location
+    around = sum4(anchors.astype(np.int8)).reshape(C, -1)   # kept anchors next to each location
     qctx = planes.qctx(np.int64).reshape(-1)
     bits = np.zeros((C, h * w), np.uint8)
     ones = np.zeros((h + 2) * wp, np.int8)       # channel k's decoded anchor bits, bordered

@@ -13,7 +13,9 @@ waiting on 15 GIL-bound coding threads (bench/results/gpu-nvidia-h100/README.md)
   (config, entropy tables, stream ids: engine/rungs.py), no network.  Same functions,
   so the bytes are the same; the workers are started once per ``Codec`` and reused
   until ``codec.close()``.
-* ``"auto"`` (default): processes when the networks run on CUDA, the host has at
+* ``"auto"`` (default): threads when the codec writes bitstream v2 with the native
+  coder (it releases the GIL, so threads code in parallel: bench/results/entropy-*.md);
+  otherwise processes when the networks run on CUDA, the host has at
   least 4 CPUs and spawning is safe for the running program (started with ``-m``, e.g.
   ``python -m engine``, or interactively), else threads.  A plain ``python script.py``
   gets threads: spawned workers re-import a script, which is only safe when its top
@@ -45,12 +47,15 @@ def spawn_safe() -> bool:
     return getattr(main, "__spec__", None) is not None or not getattr(main, "__file__", None)
 
 
-def resolve_kind(kind: str | None, on_cuda: bool) -> str:
+def resolve_kind(kind: str | None, on_cuda: bool, gil_free: bool = False) -> str:
+    """``gil_free``: the coder releases the GIL (bitstream v2's native coder), so
+    threads scale and "auto" never spawns processes."""
     kind = kind or os.environ.get("ENGINE_ENTROPY_POOL", "auto")
     if kind not in KINDS:
         raise ValueError(f"entropy pool must be one of {KINDS}, got {kind!r}")
     if kind == "auto":
-        return "processes" if on_cuda and (os.cpu_count() or 1) >= 4 and spawn_safe() else "threads"
+        return ("processes" if on_cuda and not gil_free and (os.cpu_count() or 1) >= 4 and spawn_safe()
+                else "threads")
     return kind
 
 

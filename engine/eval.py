@@ -132,7 +132,7 @@ def main(argv=None):
     ap.add_argument("--model-dir", default=None, help="folder holding model folders (default: shipped)")
     ap.add_argument("--quality", default=None, help="comma list (default: all)")
     ap.add_argument("--backend", default="auto")
-    ap.add_argument("--entropy", default="context")
+    ap.add_argument("--entropy", default="rans", choices=["rans", "context", "none"])
     ap.add_argument("--limit", type=int, default=0, help="first N images only")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--anchors", default=None, help="folder of CompressAI-schema JSON to plot")

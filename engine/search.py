@@ -5,11 +5,16 @@ The one-pass encoder's codes are a guess; the decoder can rebuild much more from
 the same number of bits.  Given an image, its YCbCr input and the encoder's
 output, the search optimises with Adam
 
-    J = 10 log10(D) + s * R        (dB: J is minus PSNR plus the rate's price)
+    J = (1 - b) * 10 log10(D) + b * 10 log10(1 - M) + s * R
+                                   (dB: at b = 0, J is minus PSNR plus the rate's price)
 
 * D: mean squared error of the decoded RGB (in [0, 1]) over the image's own
   pixels (padding excluded) - the quantity PSNR-RGB measures, in dB so that one
   price s serves every image whatever its PSNR;
+* M: MS-SSIM of the decoded RGB (5 scales, 11-tap Gaussian, as pytorch_msssim and
+  engine.eval measure it) over the image's own pixels (cropped: padding excluded),
+  weighted by b = MS_SSIM_WEIGHT, in dB too.  MS-SSIM at 5 scales needs both sides
+  over 160 pixels; smaller images are searched with b = 0.
 * R: bits per pixel.  In the gradient, each kept Y bit of channel k costs c_k
   bits, the mean that the shipped context tables give the current codes
   (:func:`engine.entropy.information`), refreshed at every check; the map and
@@ -23,6 +28,16 @@ output, the search optimises with Adam
   that ``engine.ship`` records in model.json (never Kodak).  Bits cost what the
   ladder pays for them, so a gain is not bought with a bigger file alone; an
   explicit ``"search_slope"`` in a rung's entry overrides it.
+
+The learning rates follow a half cosine in cycles of LR_PERIOD steps: from the
+cycle's peak (LR_CODES / LR_IMPORTANCE for the first) down to LR_FINAL times it at
+the cycle's last step; each restart peaks at LR_RESTART times the previous peak.
+Every cycle ends settled instead of oscillating (a constant rate made the top
+efforts plateau).  From effort 4 (32 steps, one cycle) up, every effort's run begins
+with effort 4's whole run, and each effort of whole cycles (4, 6, 7, 8, 9) with the
+previous one's, so with the best candidate kept none of them ends at a worse J than
+those it contains (effort 5 ends on a 16-step cycle; efforts 1..3 are one shorter
+cycle each).
 
 Every ``CHECK_EVERY`` steps (and at the start and end) the hard codes are scored
 with the exact J (decoder run, rate from the context tables); the best candidate
@@ -42,6 +57,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import entropy, importance
 from .color import ycbcr_to_rgb
@@ -49,11 +65,91 @@ from .model import CodecNet, binarize
 
 MAX_EFFORT = 9
 # Adam steps per effort (0: the one-pass encoder).  Roughly 0.3 s a step for a
-# 768x512 image on a 2-core CPU (the decoder forward + backward).
+# 768x512 image on a 2-core CPU (the decoder forward + backward; the MS-SSIM term
+# adds about 0.1 s).
 STEPS = (0, 8, 16, 24, 32, 48, 64, 96, 128, 192)
 CHECK_EVERY = 8
 LR_CODES = 0.02
 LR_IMPORTANCE = 0.05
+# The schedule and the MS-SSIM weight were chosen on held-out training images, never
+# Kodak (bench/results/search-tune-q4-schedule.md): a half-cosine decay to 0.1x in
+# cycles of 32 steps, each restart at half the previous peak; MS-SSIM weight 0.25.
+LR_FINAL = 0.1          # a cycle's last-step lr / its first's (half-cosine decay; 1: constant)
+LR_PERIOD = 32          # steps per cosine cycle (warm restarts after each); 0: one cycle over the effort
+LR_RESTART = 0.5        # each restart's peak lr / the previous cycle's
+MS_SSIM_WEIGHT = 0.25   # b in J: weight of 10 log10(1 - MS-SSIM) against 10 log10(MSE)
+MS_SSIM_MIN_SIDE = 161  # 5-scale MS-SSIM needs sides > (11 - 1) * 2**4
+
+
+def lr_factor(step: int, steps: int, final: float, period: int = 0, restart: float = 1.0) -> float:
+    """The lr multiplier at ``step`` (1..steps).  The steps are cut into cycles of
+    ``period`` (0: one cycle of all ``steps``; the last cycle may be shorter); in each, a
+    half cosine from the cycle's peak down to ``final`` times it at the cycle's last step.
+    The first peak is 1, each later one ``restart`` times the one before."""
+    period = steps if period <= 0 else min(period, steps)
+    cycle, k = divmod(step - 1, period)
+    n = min(period, steps - cycle * period)
+    peak = restart ** cycle
+    if n <= 1:
+        return peak
+    return peak * (final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * k / (n - 1))))
+
+
+_MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _gauss_window(dtype, device, size=11, sigma=1.5):
+    c = torch.arange(size, dtype=torch.float32) - size // 2
+    g = torch.exp(-(c ** 2) / (2 * sigma ** 2))
+    return (g / g.sum()).to(dtype=dtype, device=device)
+
+
+def _blur(x, g):
+    """Valid separable Gaussian filtering of every channel."""
+    C = x.shape[1]
+    return F.conv2d(F.conv2d(x, g.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C),
+                    g.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
+
+
+def ms_ssim_reference(y: torch.Tensor) -> list:
+    """The reference image's side of :func:`ms_ssim`, per scale: (y, mean, variance)."""
+    if min(y.shape[-2:]) < MS_SSIM_MIN_SIDE:
+        raise ValueError(f"MS-SSIM needs sides of at least {MS_SSIM_MIN_SIDE}, got {tuple(y.shape[-2:])}")
+    g = _gauss_window(y.dtype, y.device)
+    C = y.shape[1]
+    out = []
+    for level in range(len(_MS_WEIGHTS)):
+        mu, yy = _blur(torch.cat([y, y * y], 1), g).split(C, 1)
+        out.append((y, mu, yy - mu * mu))
+        if level < len(_MS_WEIGHTS) - 1:
+            y = F.avg_pool2d(y, 2, padding=[d % 2 for d in y.shape[2:]])
+    return out
+
+
+def ms_ssim(x: torch.Tensor, y, ref=None) -> torch.Tensor:
+    """Differentiable 5-scale MS-SSIM of (B, C, H, W) images in [0, 1] -> (B,), the
+    same quantity as ``pytorch_msssim.ms_ssim(x, y, data_range=1, size_average=False)``
+    (11-tap Gaussian, sigma 1.5, K = (0.01, 0.03), valid filtering, mean over channels;
+    the per-scale factors are clamped at 1e-6 instead of 0 so the gradient stays finite).
+    Both sides must be at least MS_SSIM_MIN_SIDE.  ``ref``: ms_ssim_reference(y), when
+    the reference is scored many times."""
+    ref = ms_ssim_reference(y) if ref is None else ref
+    C = x.shape[1]
+    g = _gauss_window(x.dtype, x.device)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    vals = []
+    for level, (yl, mu2, s2) in enumerate(ref):
+        mu1, xx, xy = _blur(torch.cat([x, x * x, x * yl], 1), g).split(C, 1)
+        s1, s12 = xx - mu1 * mu1, xy - mu1 * mu2
+        cs_map = (2 * s12 + c2) / (s1 + s2 + c2)
+        if level < len(ref) - 1:
+            vals.append(cs_map.flatten(2).mean(-1).clamp_min(1e-6))
+            x = F.avg_pool2d(x, 2, padding=[d % 2 for d in x.shape[2:]])
+        else:
+            ssim = ((2 * mu1 * mu2 + c1) / (mu1 * mu1 + mu2 * mu2 + c1)) * cs_map
+            vals.append(ssim.flatten(2).mean(-1).clamp_min(1e-6))
+    w = x.new_tensor(_MS_WEIGHTS).view(-1, 1, 1)
+    return torch.prod(torch.stack(vals, 0) ** w, 0).mean(1)
 
 
 def check_effort(effort) -> int:
@@ -119,27 +215,38 @@ class CodeSearch:
         return self.net.decoder.decode_signed(sy, q, binarize(ec)), m
 
     @staticmethod
-    def _distortion(ycc, target, weight, gmask=None):
-        """Per-image MSE of RGB in [0, 1] over the weighted (own) pixels; gray images
-        decode with neutral chroma (gmask)."""
+    def _rgb(ycc, gmask=None):
+        """Decoded RGB in [0, 1]; gray images decode with neutral chroma (gmask)."""
         if gmask is not None:
             ycc = torch.where(gmask, torch.cat([ycc[:, :1], torch.full_like(ycc[:, 1:], 0.5)], 1), ycc)
-        rgb = ycbcr_to_rgb(ycc).clamp(0, 1)
+        return ycbcr_to_rgb(ycc).clamp(0, 1)
+
+    @staticmethod
+    def _distortion(rgb, target, weight):
+        """Per-image MSE of RGB in [0, 1] over the weighted (own) pixels."""
         err = ((rgb - target) ** 2).mean(1, keepdim=True) * weight
         return err.flatten(1).sum(1) / weight.flatten(1).sum(1)
+
+    @staticmethod
+    def _ms_ssim(rgb, refs, sizes):
+        """Per-image MS-SSIM over each image's own pixels (cropped), a list with None
+        where the term is off (refs[i] None: beta 0 or an image too small for 5 scales)."""
+        return [None if ref is None else ms_ssim(rgb[i:i + 1, :, :h, :w], None, ref)[0]
+                for i, ((h, w), ref) in enumerate(zip(sizes, refs))]
 
     def _hard(self, ey, t, ec):
         """Hard codes: (e bits, levels (B,1,h,w) int64, CbCr bits), as floats/ints."""
         q = importance.quantize_levels(torch.sigmoid(t), self.cfg.levels)
         return (ey > 0.5).to(ey.dtype), q, (ec > 0.5).to(ec.dtype)
 
-    def _score(self, hard, target, weight, npix, gray, gmask):
+    def _score(self, hard, target, weight, npix, gray, gmask, sizes, beta, refs):
         """Exact J per image for hard codes, and the per-channel bit costs."""
         cfg = self.cfg
         yb, q, cb = hard
         with torch.no_grad():
-            rec = self.net.decoder(yb, q.to(yb.dtype), cb)
-            d = self._distortion(rec, target, weight, gmask).double().cpu().numpy()
+            rgb = self._rgb(self.net.decoder(yb, q.to(yb.dtype), cb), gmask)
+            d = self._distortion(rgb, target, weight).double().cpu().numpy()
+            ms = [None if m is None else float(m) for m in self._ms_ssim(rgb, refs, sizes)]
         mask = importance.channel_mask(q, cfg.n, cfg.levels)
         yd = (yb * mask).to(torch.uint8).cpu().numpy()
         cd = cb.to(torch.uint8).cpu().numpy()
@@ -150,9 +257,10 @@ class CodeSearch:
                                             self.tables)
             r = bits / npix[i]
             rates.append(r)
-            js.append(_db(d[i]) + self.slope * r)
+            dist = _db(d[i]) if ms[i] is None else (1 - beta) * _db(d[i]) + beta * _db(1 - ms[i])
+            js.append(dist + self.slope * r)
             costs.append(per)
-        return np.array(js), np.array(rates), d, costs
+        return np.array(js), np.array(rates), d, costs, ms
 
     def _cost_tensor(self, costs, like):
         """(B, n, 1, 1) bits per kept bit for the soft rate; channels with no kept bit
@@ -175,8 +283,7 @@ class CodeSearch:
             e0, logit0, ec0 = self.net.encoder.features(ycc)
             # gray inputs are Y only (their chroma is neutral), so the target is that too
             gmask = torch.tensor(gray, device=ycc.device).view(B, 1, 1, 1) if any(gray) else None
-            target = ycbcr_to_rgb(ycc if gmask is None else torch.where(
-                gmask, torch.cat([ycc[:, :1], torch.full_like(ycc[:, 1:], 0.5)], 1), ycc)).clamp(0, 1)
+            target = self._rgb(ycc, gmask)
         weight = torch.zeros_like(ycc[:, :1])
         for i, (h, w) in enumerate(sizes):
             weight[i, :, :h, :w] = 1
@@ -186,25 +293,38 @@ class CodeSearch:
         ec = ec0.detach().clone().requires_grad_(True)
         t = logit0.detach().clone().requires_grad_(True)
         best = self._hard(ey.detach(), t.detach(), ec.detach())
-        best_j, rate0, d0, costs = self._score(best, target, weight, npix, gray, gmask)
+        beta = float(MS_SSIM_WEIGHT)
+        with torch.no_grad():
+            refs = [ms_ssim_reference(target[i:i + 1, :, :h, :w]) if beta > 0 and min(h, w) >= MS_SSIM_MIN_SIDE
+                    else None for i, (h, w) in enumerate(sizes)]
+        best_j, rate0, d0, costs, ms0 = self._score(best, target, weight, npix, gray, gmask, sizes, beta, refs)
         j0 = best_j.copy()
         steps = STEPS[effort]
-        opt = torch.optim.Adam([{"params": [ey, ec], "lr": LR_CODES},
-                                {"params": [t], "lr": LR_IMPORTANCE}])
+        lrs = (LR_CODES, LR_IMPORTANCE)
+        opt = torch.optim.Adam([{"params": [ey, ec], "lr": lrs[0]},
+                                {"params": [t], "lr": lrs[1]}])
         cost = self._cost_tensor(costs, ycc)
         for step in range(1, steps + 1):
+            f = lr_factor(step, steps, LR_FINAL, LR_PERIOD, LR_RESTART)
+            for group, lr in zip(opt.param_groups, lrs):
+                group["lr"] = lr * f
             opt.zero_grad(set_to_none=True)
             rec, m = self._forward(ey, t, ec)
-            d = self._distortion(rec, target, weight, gmask)
+            rgb = self._rgb(rec, gmask)
+            d = 10 * torch.log10(self._distortion(rgb, target, weight).clamp_min(1e-12))
+            ms = self._ms_ssim(rgb, refs, sizes)
+            if any(x is not None for x in ms):
+                d = torch.stack([di if mi is None else (1 - beta) * di + beta * 10 * torch.log10(
+                    (1 - mi).clamp_min(1e-12)) for di, mi in zip(d, ms)])
             r = (m * cost).flatten(1).sum(1) / torch.tensor(npix, dtype=rec.dtype, device=rec.device)
-            (10 * torch.log10(d.clamp_min(1e-12)) + self.slope * r).sum().backward()
+            (d + self.slope * r).sum().backward()
             opt.step()
             with torch.no_grad():
                 ey.clamp_(0, 1)
                 ec.clamp_(0, 1)
             if step % CHECK_EVERY == 0 or step == steps:
                 cand = self._hard(ey.detach(), t.detach(), ec.detach())
-                j, _, _, costs = self._score(cand, target, weight, npix, gray, gmask)
+                j, _, _, costs, _ = self._score(cand, target, weight, npix, gray, gmask, sizes, beta, refs)
                 cost = self._cost_tensor(costs, ycc)
                 better = j < best_j
                 if better.any():
@@ -213,6 +333,7 @@ class CodeSearch:
                     best_j = np.where(better, j, best_j)
         yb, q, cb = best
         p = (q.to(ycc.dtype) + 0.5) / cfg.levels
-        stats = {"steps": steps, "slope": self.slope, "J0": j0.tolist(), "J": best_j.tolist(),
-                 "bpp0": rate0.tolist(), "psnr0": [-_db(x) for x in d0]}
+        stats = {"steps": steps, "slope": self.slope, "ms_ssim_weight": beta, "lr_final": LR_FINAL, "lr_period": LR_PERIOD,
+                 "J0": j0.tolist(), "J": best_j.tolist(), "bpp0": rate0.tolist(), "psnr0": [-_db(x) for x in d0],
+                 "ms_ssim0": ms0}
         return yb.detach(), p.detach(), cb.detach(), stats

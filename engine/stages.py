@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import bitstream, entropy, tiling
+from . import bitstream, entropy, lanes, tiling
 from .errors import BitstreamError
 from .imageio import COLOR_GRAY
 from .planes import padded_size, postprocess_tensor, preprocess_tensor
@@ -147,9 +147,17 @@ def bits_to_host(lane, bits) -> HostBits:
 
 
 def serialize(coding, packed, h: int, w: int, color: int, entropy_mode: int, timer=None) -> bytes:
-    """One image's Packed record -> the file's bytes."""
+    """One image's Packed record -> the file's bytes (version 2 for rANS lanes, else 1)."""
     cfg = coding.config
     gray = color == COLOR_GRAY
+    hdr = bitstream.Header(entropy_mode, color, coding.quality, coding.model, coding.stream_id, w, h)
+    if entropy_mode == bitstream.ENTROPY_RANS:
+        with stage(timer, "entropy"):
+            coded = lanes.encode(cfg, coding.tables, [packed], [gray], lanes.DEFAULT_TILE)[0]
+        with stage(timer, "container"):
+            hdr = bitstream.Header(entropy_mode, color, coding.quality, coding.model, coding.stream_id, w, h,
+                                   bitstream.VERSION_LANES, lanes.DEFAULT_TILE)
+            return bitstream.write_lanes(hdr, coded)
     with stage(timer, "entropy"):
         if entropy_mode == bitstream.ENTROPY_RAW:
             msec = entropy.pack_map_raw(packed.levels, cfg.levels)
@@ -162,7 +170,6 @@ def serialize(coding, packed, h: int, w: int, color: int, entropy_mode: int, tim
             ysec, csec = entropy.encode_codes(packed.levels, yd[0].numpy(), None if gray else cd[0].numpy(),
                                               cfg.n, cfg.levels, coding.tables)
     with stage(timer, "container"):
-        hdr = bitstream.Header(entropy_mode, color, coding.quality, coding.model, coding.stream_id, w, h)
         return bitstream.write(hdr, msec, ysec, csec)
 
 
@@ -173,17 +180,24 @@ def parse(data: bytes, coding_for, max_pixels: int, timer=None):
     (levels, ydense, cdense) uint8 numpy for a context-coded file, a Packed record for a
     raw one.  ``coding_for(header)`` finds (and checks) the file's rung."""
     with stage(timer, "container"):
-        hdr, msec, ysec, csec = bitstream.read(data, max_pixels)
+        hdr, body = bitstream.read(data, max_pixels)
         coding = coding_for(hdr)
     with stage(timer, "entropy"):
-        return hdr, coding, parse_sections(hdr, coding, msec, ysec, csec)
+        return hdr, coding, parse_body(hdr, coding, body)
 
 
-def parse_sections(hdr, coding, msec: bytes, ysec: bytes, csec: bytes):
+def parse_body(hdr, coding, body):
+    """A file's body (bitstream.read) -> what :func:`parse` returns as decoded."""
     cfg = coding.config
     H, W = padded_size(hdr.height, hdr.width, cfg.multiple)
     h, w, hc, wc = H // 8, W // 8, H // 16, W // 16
     gray = hdr.color == COLOR_GRAY
+    if hdr.version == bitstream.VERSION_LANES:
+        dec = lanes.decode(cfg, coding.tables, [(h, w, hdr.tile, body, gray)])[0]
+        if isinstance(dec, BitstreamError):
+            raise dec
+        return dec
+    msec, ysec, csec = body
     if hdr.entropy == bitstream.ENTROPY_RAW:
         from kernels import reference
         levels = entropy.unpack_map_raw(msec, h, w, cfg.levels)

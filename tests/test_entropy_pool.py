@@ -13,6 +13,7 @@ def test_resolve_kind(monkeypatch):
     monkeypatch.setattr(entropy_pool, "spawn_safe", lambda: True)
     assert entropy_pool.resolve_kind(None, on_cuda=True) == "processes"
     assert entropy_pool.resolve_kind(None, on_cuda=False) == "threads"
+    assert entropy_pool.resolve_kind(None, on_cuda=True, gil_free=True) == "threads"   # the native v2 coder
     monkeypatch.setattr(entropy_pool, "spawn_safe", lambda: False)  # a plain script: maybe unguarded
     assert entropy_pool.resolve_kind(None, on_cuda=True) == "threads"
     monkeypatch.setattr(entropy_pool, "spawn_safe", lambda: True)

@@ -9,7 +9,8 @@ import engine
 from engine import bitstream, checkpoint, entropy
 from engine.planes import preprocess
 from engine.eval import psnr_rgb
-from engine.search import MAX_EFFORT, CodeSearch, check_effort, rung_slope
+from engine import search as S
+from engine.search import MAX_EFFORT, CodeSearch, check_effort, lr_factor, ms_ssim, ms_ssim_reference, rung_slope
 
 
 def _image(h=48, w=64, seed=0):
@@ -31,16 +32,20 @@ def test_effort_must_be_an_int_in_range(tiny_root, bad):
 
 def test_information_is_what_the_coder_writes(tiny_root):
     """The search ranks candidates by entropy.information: it must equal the coded
-    section sizes (up to the range coder's few bytes of flush per section)."""
-    codec = engine.Codec(quality=2, model="tiny", root=tiny_root, backend="torch")
+    section sizes of a version 1 file (up to the range coder's few bytes of flush per
+    section), and a version 2 file's lanes within their flush and border contexts."""
+    codec = engine.Codec(quality=2, model="tiny", root=tiny_root, backend="torch", entropy="context")
+    v2 = engine.Codec(quality=2, model="tiny", root=tiny_root, backend="torch")
     for seed in range(3):
         data = codec.compress(_image(64, 80, seed))
-        hdr, msec, ysec, csec = bitstream.read(data, 10 ** 8)
+        hdr, (msec, ysec, csec) = bitstream.read(data, 10 ** 8)
+        _, body = bitstream.read(v2.compress(_image(64, 80, seed)), 10 ** 8)
         _, mdl, (lv, yd, cd) = codec.parse(data)
         cfg = mdl.q.config
         bits, per = entropy.information(lv, yd, cd, cfg.n, cfg.levels, mdl.tables)
         coded = len(msec) + len(ysec) + len(csec)
         assert bits / 8 <= coded <= bits / 8 + 3 * 8, (bits / 8, coded)
+        assert bits / 8 * 0.98 <= len(body.data) <= bits / 8 * 1.02 + 6 * len(body), (bits / 8, len(body.data))
         kept = [k for k in range(cfg.n) if np.isfinite(per[k])]
         assert kept and all(0 < per[k] < 16 for k in kept)
 
@@ -75,8 +80,8 @@ def test_gray_input_searches_y_only(tiny_root):
     codec = engine.Codec(quality=2, model="tiny", root=tiny_root, backend="torch", effort=1)
     g = _image()[:, :, 0]
     data = codec.compress(g)
-    hdr, _, _, csec = bitstream.read(data, 10 ** 8)
-    assert csec == b"" and hdr.color == 1
+    hdr, _ = bitstream.read(data, 10 ** 8)
+    assert hdr.color == 1 and not codec.parse(data)[2][2].any()   # no CbCr codes in the file
     out = codec.decompress(data)
     assert np.array_equal(out[:, :, 0], out[:, :, 1])
 
@@ -94,6 +99,119 @@ def test_search_improves_the_shipped_model():
     # J = -PSNR + slope * bpp, the search's own objective (header bytes included here)
     assert -p1 + slope * len(d1) * 8 / px < -p0 + slope * len(d0) * 8 / px
     assert p1 > p0
+
+
+def test_lr_factor_decays_from_one_to_final():
+    for steps in (8, 24, 192):
+        f = [lr_factor(k, steps, 0.1) for k in range(1, steps + 1)]
+        assert f[0] == 1.0 and f[-1] == pytest.approx(0.1)
+        assert all(a >= b for a, b in zip(f, f[1:]))              # never rises
+        # a half cosine: symmetric about the midpoint (0.55 there), flat at both ends
+        assert all(a + b == pytest.approx(1.1) for a, b in zip(f, reversed(f)))
+        assert f[0] - f[1] < f[steps // 2 - 1] - f[steps // 2]
+        assert all(lr_factor(k, steps, 1.0) == 1.0 for k in range(1, steps + 1))   # 1: constant
+    # cycles of 32 with restarts at half the previous peak; a cycle is the whole schedule of a
+    # 32-step effort, so a longer effort begins with exactly the shorter one's run
+    f = [lr_factor(k, 80, 0.1, 32, 0.5) for k in range(1, 81)]
+    assert f[:32] == [lr_factor(k, 32, 0.1) for k in range(1, 33)]
+    assert f[32] == 0.5 and f[63] == pytest.approx(0.05) and f[64] == 0.25 and f[79] == pytest.approx(0.025)
+    assert f[64:] == [0.25 * lr_factor(k, 16, 0.1) for k in range(1, 17)]       # the short last cycle
+    assert [lr_factor(k, 24, 0.1, 32, 0.5) for k in range(1, 25)] == [lr_factor(k, 24, 0.1) for k in range(1, 25)]
+
+
+def test_ms_ssim_is_pytorch_msssim():
+    """The search's differentiable MS-SSIM is the metric engine.eval reports."""
+    import torch
+    from pytorch_msssim import ms_ssim as reference
+    g = torch.Generator().manual_seed(0)
+    for h, w in [(161, 161), (176, 203), (321, 481)]:
+        x = torch.rand(2, 3, h, w, generator=g)
+        y = (x + 0.15 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+        want = reference(x, y, data_range=1.0, size_average=False)
+        assert torch.allclose(ms_ssim(x, y), want, atol=1e-5)
+        assert torch.allclose(ms_ssim(x, None, ms_ssim_reference(y)), want, atol=1e-5)
+    x.requires_grad_(True)
+    ms_ssim(x, y).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="MS-SSIM"):
+        ms_ssim(torch.rand(1, 3, 160, 400), torch.rand(1, 3, 160, 400))
+
+
+def _searcher(tiny_root, quality=2):
+    codec0 = engine.Codec(quality=quality, model="tiny", root=tiny_root, backend="torch")
+    q = checkpoint.resolve("tiny", quality, root=tiny_root)
+    tables = codec0.parse(codec0.compress(_image()))[1].tables
+    return CodeSearch(checkpoint.load_net(q), tables, rung_slope(q))
+
+
+def test_ms_ssim_term_is_in_the_exact_cost(tiny_root, monkeypatch):
+    """With MS_SSIM_WEIGHT = b the exact J is (1 - b) 10 log10 MSE + b 10 log10(1 - MS-SSIM)
+    + s R over the image's own pixels; images too small for 5 scales keep b = 0."""
+    monkeypatch.setattr(S, "MS_SSIM_WEIGHT", 0.4)
+    search = _searcher(tiny_root)
+    big, small = _image(170, 180, 1), _image(48, 64, 2)
+    for img, has_term in ((big, True), (small, False)):
+        _, _, _, st = search.run(preprocess(img, 16), [img.shape[:2]], 1)
+        assert (st["ms_ssim0"][0] is not None) == has_term
+        dist = -st["psnr0"][0] if not has_term else (
+            0.6 * -st["psnr0"][0] + 0.4 * 10 * np.log10(1 - st["ms_ssim0"][0]))
+        assert st["J0"][0] == pytest.approx(dist + st["slope"] * st["bpp0"][0])
+        assert st["J"][0] <= st["J0"][0] + 1e-9
+    # the term is measured on the image's own pixels: the padding (176 x 192 here) is cut off
+    import torch
+    img = big
+    ycc = preprocess(img, 16)
+    assert tuple(ycc.shape[-2:]) == (176, 192)
+    _, _, _, st = search.run(ycc, [img.shape[:2]], 1)
+    target = S.CodeSearch._rgb(ycc)[:, :, :170, :180]
+    assert st["ms_ssim0"][0] < 1.0 and np.isfinite(st["ms_ssim0"][0])
+    assert float(ms_ssim(target, target)[0]) == pytest.approx(1.0)
+
+
+def test_search_lr_follows_the_schedule(tiny_root, monkeypatch):
+    import torch
+    monkeypatch.setattr(S, "LR_FINAL", 0.1)
+    monkeypatch.setattr(S, "LR_PERIOD", 8)
+    monkeypatch.setattr(S, "LR_RESTART", 0.5)
+    seen = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *a, **k):
+        seen.append([g["lr"] for g in self.param_groups])
+        return step(self, *a, **k)
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    img = _image()
+    _searcher(tiny_root).run(preprocess(img, 16), [img.shape[:2]], 2)
+    steps = S.STEPS[2]
+    assert len(seen) == steps
+    for k, (lr_c, lr_i) in enumerate(seen, 1):
+        assert lr_c == pytest.approx(S.LR_CODES * lr_factor(k, steps, 0.1, 8, 0.5))
+        assert lr_i == pytest.approx(S.LR_IMPORTANCE * lr_factor(k, steps, 0.1, 8, 0.5))
+    assert seen[0][0] == S.LR_CODES and seen[7][0] == pytest.approx(0.1 * S.LR_CODES)   # the first cycle
+    assert seen[8][0] == pytest.approx(0.5 * S.LR_CODES) and seen[-1][0] == pytest.approx(0.05 * S.LR_CODES)
+
+
+def test_higher_effort_never_ends_at_a_worse_cost(tiny_root):
+    """From effort 4 (one whole 32-step cycle) up, every effort's run begins with effort 4's
+    whole run, and an effort of whole cycles (4, 6, 7, 8, 9) with the previous one's; the
+    best candidate is kept, so J never rises along those (effort 5 ends on a short cycle)."""
+    search = _searcher(tiny_root)
+    img = _image(56, 72, 7)
+    j = {e: search.run(preprocess(img, 16), [img.shape[:2]], e)[3]["J"][0] for e in (4, 5, 6, 7)}
+    assert j[5] <= j[4] + 1e-12 and j[6] <= j[4] + 1e-12 and j[7] <= j[6] + 1e-12
+
+
+def test_search_with_ms_ssim_is_deterministic_and_ordinary(tiny_root, monkeypatch):
+    monkeypatch.setattr(S, "MS_SSIM_WEIGHT", 0.5)
+    monkeypatch.setattr(S, "LR_FINAL", 0.05)
+    codec = engine.Codec(quality=2, model="tiny", root=tiny_root, backend="torch", effort=1)
+    imgs = [_image(170, 180, 4), _image(48, 64, 5)]
+    one = [codec.compress(im) for im in imgs]
+    assert one == [codec.compress(im) for im in imgs]
+    assert codec.compress_batch(imgs, batch_size=2) == one
+    plain = engine.Codec(quality=2, model="tiny", root=tiny_root, backend="torch")
+    for im, data in zip(imgs, one):
+        assert plain.decompress(data).shape == im.shape
 
 
 def test_rung_slope_reads_the_ladder(tiny_root, tmp_path):
