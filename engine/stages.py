@@ -210,6 +210,14 @@ def parse_body(hdr, coding, body):
                                 cfg.m * hc * wc)
     levels = entropy.decode_map(msec, h, w, cfg.levels, coding.tables)
     yd, cd = entropy.decode_codes(levels, ysec, csec, cfg.n, cfg.levels, cfg.m, hc, wc, coding.tables, gray)
+    # v1's range coder cannot tell where a section's symbols end: a section with bytes
+    # added (or a grayscale file with a CbCr section) still decodes.  Its encoder is
+    # deterministic, so the decoded symbols must encode back to the file's sections
+    # exactly (about one encode more per v1 file; version 2 checks each lane's end).
+    if (entropy.encode_map(levels, cfg.levels, coding.tables) != msec
+            or entropy.encode_codes(levels, yd, None if gray else cd, cfg.n, cfg.levels, coding.tables)
+            != (ysec, csec)):
+        raise BitstreamError("corrupt context-coded file: its sections are not what their symbols encode to")
     return levels, yd, cd
 
 

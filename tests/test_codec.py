@@ -181,16 +181,21 @@ _RECUT = {"map short": lambda m, y, c: (m[:-1], y, c), "Y long": lambda m, y, c:
           "CbCr short": lambda m, y, c: (m, y, c[:-4])}
 
 
-@pytest.mark.parametrize("cut", [
-    "map short",
-    pytest.param("Y long", marks=pytest.mark.xfail(strict=True, reason="issue #13: the context decoder does not "
-                                                   "check that a code section ends where its symbols do")),
-    pytest.param("CbCr short", marks=pytest.mark.xfail(strict=True, reason="issue #13: as above")),
-])
+@pytest.mark.parametrize("cut", ["map short", "Y long", "CbCr short", "gray with CbCr"])
 def test_length_edit_consistent_crc_rejected(tiny_root, cut):
     """A file whose sections are re-cut but whose CRC is right fails with a BitstreamError.
-    The raw coder checks every section length; the context coder's open cases are
-    strict xfails, so the test turns red when they are fixed and must be flipped."""
+    The raw coder checks every section length; the context coder re-encodes what it
+    decoded and compares (issue #13: these cases used to decode)."""
+    if cut == "gray with CbCr":
+        codec = engine.Codec(model="tiny", root=tiny_root, entropy="context", backend="torch", kernels="torch")
+        gray = np.random.default_rng(8).integers(0, 256, (24, 40), dtype=np.uint8)
+        color = codec.compress(np.random.default_rng(8).integers(0, 256, (24, 40, 3), dtype=np.uint8))
+        hdr, (m, y, c) = bitstream.read(codec.compress(gray), 10 ** 9)
+        _, (_, _, c_color) = bitstream.read(color, 10 ** 9)
+        assert c == b"" and c_color
+        with pytest.raises(BitstreamError):
+            codec.decompress(bitstream.write(hdr, m, y, c_color))
+        return
     for entropy in ("none", "context"):
         codec = engine.Codec(model="tiny", root=tiny_root, entropy=entropy, backend="torch", kernels="torch")
         hdr, (m, y, c) = bitstream.read(_good(codec), 10 ** 9)
