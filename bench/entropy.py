@@ -63,6 +63,7 @@ def main(argv=None) -> dict:
     from engine import bitstream, lanes, stages
     from engine.data import list_images, load_rgb
     from engine.eval import machine
+    from engine.planes import padded_size
 
     torch.set_num_threads(1)
     paths = list_images(args.data)[: args.limit or None]
@@ -98,7 +99,6 @@ def main(argv=None) -> dict:
             cfg = coding.config
             items = []
             for hdr, body in parsed:
-                from engine.planes import padded_size
                 H, W = padded_size(hdr.height, hdr.width, cfg.multiple)
                 items.append((H // 8, W // 8, hdr.tile, body, hdr.color == 1))
             return lanes.decode(cfg, coding.tables, items, threads)

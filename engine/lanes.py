@@ -14,8 +14,10 @@ bytes (its 4-byte final state and a 2-byte length) plus its border contexts; on 
 against version 1, tiles of 16 / 32 / 48 / 64 cost +3.3 / +0.9 / +0.6 / +0.2% at
 quality 1 and +2.0 / +0.7 / +0.5 / +0.3% at quality 4.  48 (384 x 384 pixels: 4 lanes
 for a Kodak image, 15 for 1080p) keeps a file within ~0.6% of version 1 while a batch
-of images still has thousands of lanes.  ``HNLC_NATIVE_LIB`` points at another build of the extension (the sanitizer
-build in CI's slow step, native/sanitize.sh).
+of images still has thousands of lanes.
+
+``HNLC_NATIVE_LIB`` points at another build of the extension (the sanitizer build in
+CI's slow step, native/sanitize.sh).
 """
 from __future__ import annotations
 

@@ -150,13 +150,13 @@ def serialize(coding, packed, h: int, w: int, color: int, entropy_mode: int, tim
     """One image's Packed record -> the file's bytes (version 2 for rANS lanes, else 1)."""
     cfg = coding.config
     gray = color == COLOR_GRAY
-    hdr = bitstream.Header(entropy_mode, color, coding.quality, coding.model, coding.stream_id, w, h)
-    if entropy_mode == bitstream.ENTROPY_RANS:
+    v2 = entropy_mode == bitstream.ENTROPY_RANS
+    hdr = bitstream.Header(entropy_mode, color, coding.quality, coding.model, coding.stream_id, w, h,
+                           *((bitstream.VERSION_LANES, lanes.DEFAULT_TILE) if v2 else ()))
+    if v2:
         with stage(timer, "entropy"):
-            coded = lanes.encode(cfg, coding.tables, [packed], [gray], lanes.DEFAULT_TILE)[0]
+            coded = lanes.encode(cfg, coding.tables, [packed], [gray], hdr.tile)[0]
         with stage(timer, "container"):
-            hdr = bitstream.Header(entropy_mode, color, coding.quality, coding.model, coding.stream_id, w, h,
-                                   bitstream.VERSION_LANES, lanes.DEFAULT_TILE)
             return bitstream.write_lanes(hdr, coded)
     with stage(timer, "entropy"):
         if entropy_mode == bitstream.ENTROPY_RAW:

@@ -126,3 +126,20 @@ def test_bench_versus_smoke(tmp_path):
     for r in res["rows"]:
         assert r["before_images_per_s"] > 0 and r["after_over_before_seconds"]["median"] > 0
     assert any(p.suffix == ".md" for p in (tmp_path / "res").iterdir())
+
+
+def test_bench_entropy_smoke(tmp_path):
+    """bench.entropy on two small images: both coders timed per thread count, v2 checked
+    to decode to v1's bits inside, sizes and results written."""
+    from bench import entropy as bench_entropy
+    from engine import lanes
+    if lanes.native() is None:
+        pytest.skip("engine.rans_native is not built")
+    data = _images(tmp_path / "imgs", 2, (40, 72))
+    out = bench_entropy.main(["--data", str(data), "--quality", "2", "--rounds", "1", "--threads", "1,2",
+                              "--out", str(tmp_path / "res")])
+    assert out["images"] == 2 and set(out["threads"]) == {1, 2}
+    for r in out["threads"].values():
+        assert all(v > 0 for v in r["ms_per_image"].values()) and r["ratio_v1_over_v2"]["total"] > 0
+    assert out["bytes"]["v1"] > 0 and out["bytes"]["v2"] > 0
+    assert "v1 context coder vs v2" in next((tmp_path / "res").glob("entropy-*.md")).read_text()
