@@ -6,7 +6,10 @@
 #   OUT=... DEADLINE=540 bash bench/gpu_session.sh
 #
 # Phase 1, GPU otherwise idle (timings): copy ceiling, bit-path kernel benchmarks,
-#   bench.throughput with torch on CUDA (+ nvJPEG), the CUDA pipeline's stage timeline.
+#   the Triton entropy coder against the native one on Kodak (byte identity + times,
+#   bench.gpu_coder), its compiled tests, bench.throughput with torch on CUDA at batch
+#   1, 8, 32 -- the Triton coder (the CUDA default) and the native one side by side, fp16
+#   networks (the CUDA default), nvJPEG in the same run -- and the stage timeline.
 # Phase 2: two training runs side by side until DEADLINE seconds after the start
 #   (A: warm start from the shipped weights; B: the larger 'medium' config from scratch,
 #   bench/gpu_train.sh), while the correctness
@@ -33,14 +36,14 @@ PY=python3
 # The native v2 entropy coder: build it here when cmake, a compiler and nanobind (a
 # carried wheel in .whl/) are present; without it bitstream v2 would run on its slow
 # numpy reference, so the throughput steps fall back to v1's coder and say so.
-ENTROPY=rans
+ENTROPY=rans:triton,rans:native
 if command -v cmake > /dev/null && $PY -c "import nanobind" 2> /dev/null && \
    cmake -S . -B /tmp/native -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="$(command -v $PY)" > /tmp/native.log 2>&1 && \
    cmake --build /tmp/native -j 8 >> /tmp/native.log 2>&1; then
     export HNLC_NATIVE_LIB="$(ls /tmp/native/rans_native*.so)"
 elif ! $PY -c "import engine.rans_native" 2> /dev/null; then
-    ENTROPY=context
-    echo "native coder not built here (see /tmp/native.log): throughput uses --entropy context (v1)"
+    ENTROPY=rans:triton,context
+    echo "native coder not built here (see /tmp/native.log): the Triton coder is compared with v1's coder"
 fi
 el() { echo $(( $(date +%s) - T0 )); }
 step() {  # step NAME LIMIT_S command...
@@ -76,7 +79,9 @@ print('CUDA', torch.cuda.get_device_name(), '- Triton compiled, interpreter off'
 step copy_bandwidth 30 $PY -m bench.copy_bandwidth "$R/copy_bandwidth.json"
 step bench_kernels 60 env BENCH_BATCHES=1,8,32 $PY -m pytest bench/bench_kernels.py -q -rs -p no:cacheprovider \
     --benchmark-json="$R/bench_kernels.json" --benchmark-columns=min,median,rounds
-step throughput 90 $PY -m bench.throughput --data .carry/kodak --backends torch-cuda --batches 1,8,32 \
+step gpu_coder 60 $PY -m bench.gpu_coder --data .carry/kodak --batch 32 --out "$R"
+step tests_rans_triton 90 $PY -m pytest tests/test_rans_triton.py -q -rs -p no:cacheprovider -k cuda
+step throughput 150 $PY -m bench.throughput --data .carry/kodak --backends torch-cuda --batches 1,8,32 \
     --repeat 2 --no-build --entropy "$ENTROPY" --out "$R"
 step pipeline_timeline 45 env PIPELINE_TIMELINE="$R/pipeline_timeline.json" $PY -m pytest \
     tests/test_pipeline_cuda.py -k timeline -q -s -rs -p no:cacheprovider

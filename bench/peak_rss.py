@@ -2,6 +2,12 @@
 
     python -m bench.peak_rss [--model small] [--model-dir DIR] [--size 6000x4000]
                              [--tile-pixels N] [--tile-size S] [--decompress] [--threads 1]
+                             [--input synthetic|black-png|bomb] [--backend torch|onnxruntime]
+
+``--input bomb`` decodes only (no compress): a valid file of the given size with
+every importance level 0 (about 0.5 MB for 10000x10000: the smallest file of that
+size, issue #13's in-limit decode bomb).  ``--input black-png`` compresses a black
+PNG of that size from its path (the CLI's way in).
 
 Run it as its own process: ``ru_maxrss`` is the high-water mark of the whole
 process, so everything else this process did counts too (the baseline after
@@ -55,6 +61,27 @@ def synthetic_photo(h: int, w: int, seed: int = 0):
     return out
 
 
+def bomb_file(codec, h: int, w: int) -> bytes:
+    """The smallest valid file of h x w pixels: every level 0 (no Y bits), CbCr all zeros."""
+    import numpy as np
+
+    from engine import stages
+    from engine.imageio import COLOR_RGB
+    from engine.planes import padded_size
+    from kernels.reference import Packed
+
+    cfg = codec.config
+    H, W = padded_size(h, w, cfg.multiple)
+    nc = cfg.m * (H // 16) * (W // 16)
+    packed = Packed(np.zeros((H // 8, W // 8), np.uint8), b"", 0, bytes((nc + 7) // 8), nc)
+    return stages.serialize(codec.rung.coding, packed, h, w, COLOR_RGB, codec.entropy_mode)
+
+
+def black_png(path, h: int, w: int) -> None:
+    from PIL import Image
+    Image.new("RGB", (w, h)).save(path)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="small")
@@ -67,6 +94,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--backend", default="torch")
     ap.add_argument("--decompress", action="store_true", help="also decompress and check the size")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--input", default="synthetic", choices=["synthetic", "black-png", "bomb"],
+                    help="what to code (see above)")
     args = ap.parse_args(argv)
 
     import torch
@@ -91,12 +120,29 @@ def main(argv=None) -> dict:
         kw["tile_size"] = args.tile_size
     codec = engine.Codec(quality=args.quality, model=args.model, root=root, backend=args.backend,
                          kernels="torch", threads=args.threads, max_pixels=max(h * w, 1), **kw)
-    img = synthetic_photo(h, w)
+    if args.input == "bomb":
+        data = bomb_file(codec, h, w)
+        base = rss_now_bytes()
+        t0 = time.perf_counter()
+        rec = codec.decompress(data)
+        assert rec.shape == (h, w, 3)
+        out = {"model": args.model, "input": "bomb", "backend": args.backend, "size": f"{w}x{h}",
+               "megapixels": round(w * h / 1e6, 2), "file_bytes": len(data), "threads": args.threads,
+               "baseline_rss_mb": round(base / 2**20, 1), "decompress_s": round(time.perf_counter() - t0, 2),
+               "peak_rss_total_mb": round(rss_peak_bytes() / 2**20, 1)}
+        print(json.dumps(out), flush=True)
+        return out
+    if args.input == "black-png":
+        tmp_png = tempfile.TemporaryDirectory()
+        img = Path(tmp_png.name) / "black.png"
+        black_png(img, h, w)
+    else:
+        img = synthetic_photo(h, w)
     base = rss_now_bytes()
     t0 = time.perf_counter()
     data = codec.compress(img)
     t1 = time.perf_counter()
-    out = {"model": args.model, "size": f"{w}x{h}", "megapixels": round(w * h / 1e6, 2),
+    out = {"model": args.model, "input": args.input, "backend": args.backend, "size": f"{w}x{h}", "megapixels": round(w * h / 1e6, 2),
            "tile_pixels": getattr(codec, "tile_pixels", None), "tile_size": getattr(codec, "tile_size", None),
            "threads": args.threads, "baseline_rss_mb": round(base / 2**20, 1),
            "compress_s": round(t1 - t0, 2), "bytes": len(data), "sha256": __import__("hashlib").sha256(data).hexdigest()[:16], "bpp": round(len(data) * 8 / (w * h), 4),

@@ -428,8 +428,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="torch / ORT threads (default: all CPUs)")
     ap.add_argument("--repeat", type=int, default=2, help="timed rounds (backends interleaved), best kept per cell")
     ap.add_argument("--entropy", default="rans",
-                    help="rans | context | none, or a comma list: each backend runs once per mode, in turns "
-                         "within each round, and the ratio of the first mode's images/s to each other's is reported")
+                    help="rans | context | none, rans:native | rans:triton (bitstream v2 with that coder), or a "
+                         "comma list: each backend runs once per mode, in turns within each round, and the ratio "
+                         "of the first mode's images/s to each other's is reported")
+    ap.add_argument("--precision", default=None, choices=["auto", "fp32", "fp16"],
+                    help="network precision (default: the codec's, auto = fp16 for torch on CUDA)")
     ap.add_argument("--kernels", default=None, choices=["auto", "torch", "triton"])
     ap.add_argument("--build-dir", default=None, help="artifact folder (default: ENGINE_BUILD_DIR or build/)")
     ap.add_argument("--no-build", action="store_true", help="do not build missing ONNX/TensorRT artifacts")
@@ -462,9 +465,9 @@ def main(argv=None) -> dict:
 
     entropies = [e.strip() for e in args.entropy.split(",") if e.strip()]
     for e in entropies:
-        if e not in ("rans", "context", "none"):
+        if e not in ("rans", "context", "none", "rans:native", "rans:triton"):
             raise SystemExit(f"--entropy: unknown mode {e!r}")
-    codecs = {}
+    codecs, modes = {}, {}
     for name in wanted:
         backend, device = backend_spec(name)
         if device == "cuda" and not torch.cuda.is_available():
@@ -477,8 +480,11 @@ def main(argv=None) -> dict:
             continue
         for e in entropies:
             key = name if len(entropies) == 1 else f"{name} [{e}]"
+            mode, _, coder = e.partition(":")
             codecs[key] = engine.Codec(quality=q.quality, model=model, root=root, backend=backend, device=device,
-                                       kernels=args.kernels, entropy=e, threads=threads)
+                                       kernels=args.kernels, entropy=mode, threads=threads, coder=coder or None,
+                                       precision=args.precision)
+            modes[key] = e
     # Backends take turns, round by round, and each cell keeps its best round: on
     # a shared machine whose speed drifts, the ratio then compares like with like.
     rounds = max(1, args.repeat)
@@ -490,9 +496,11 @@ def main(argv=None) -> dict:
                 rows = time_codec(codec, images, b)
                 for r in rows:
                     r["bench_backend"] = name
-                    r["entropy"] = codec.entropy_name
+                    r["entropy"] = modes[name]
+                    r["coder"] = codec.coder
+                    r["precision"] = codec.runner.precision if hasattr(codec.runner, "precision") else None
                     if len(entropies) > 1:
-                        r["backend"] = f"{r['backend']} [{codec.entropy_name}]"
+                        r["backend"] = f"{r['backend']} [{modes[name]}]"
                     log(f"  {r['op']}: {r['images_per_s']:.2f} img/s, {r['megapixels_per_s']:.2f} MP/s")
                     key = (name, r["op"])
                     if key not in best or r["seconds"] < best[key]["seconds"]:

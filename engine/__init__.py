@@ -5,9 +5,20 @@
     data = codec.compress("photo.png")
     rgb = codec.decompress(data)
 """
-from .errors import BitstreamError, EngineError, ImageError, ImageTooLargeError  # noqa: F401
+from .errors import BitstreamError, EngineError, ImageError, ImageTooLargeError, TargetSizeError  # noqa: F401
 
 __version__ = "0.1.0"
+
+
+def register_pillow(**codec_options) -> None:
+    """Teach Pillow the ``.hnlc`` format (``import engine`` already did, without options):
+    ``Image.open`` / ``im.save(..., quality=4)``; ``codec_options`` are
+    :class:`Codec`'s arguments for the codecs it makes (engine/pillow_plugin.py)."""
+    from .pillow_plugin import register
+    register(**codec_options)
+
+
+register_pillow()     # loads Pillow only: the codec and torch load on the first open or save
 
 
 def __getattr__(name):  # lazy: importing engine must not load torch for the error types

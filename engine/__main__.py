@@ -1,22 +1,53 @@
 """Command line: ``python -m engine compress|decompress ...``.
 
   python -m engine compress IMG|DIR|GLOB... -o OUTDIR [--quality Q] [--batch N] [--entropy rans|context|none]
+                                           [--max-bytes N | --target-bpp BPP] [--ray [ADDRESS]]
   python -m engine decompress FILE|DIR|GLOB... -o OUTDIR [--batch N]
+  python -m engine info FILE... [--json]
 
-Outputs are written atomically (temp file + rename).  An existing output is
-skipped (so an interrupted run resumes where it stopped) unless --force; an
-input is never overwritten.  A bad input is reported and the others still
-go through.  Errors: one line each on stderr, exit code 2 if any input failed.
+Outputs are written atomically (temp file + rename).  An existing output that
+the codec wrote for this input is skipped (so an interrupted run resumes where it
+stopped); --force rewrites outputs the codec wrote.  A file the codec did not
+write (no HNLC magic, or a PNG without the codec's provenance chunk) is never
+overwritten, not even with --force, and neither is an input.  Inputs whose
+outputs would collide (a.png and a.jpg, d1/a.png and d2/a.png) are refused, all
+of them, naming each other.  A bad input is reported and the others still go
+through.  Errors: one line each on stderr.  Exit codes: 0 all done (or already
+done), 2 any input failed or was refused, or nothing matched; 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import os
 import sys
 import time
 from pathlib import Path
 
 EXT = ".hnlc"
+# tEXt chunks in every PNG the CLI decodes: the source file's name and the SHA-256
+# of its bytes.  Only a PNG carrying them is the codec's own output (--force may
+# replace it; a rerun skips it when it came from the same file).
+PNG_SOURCE_KEY = "HNLC-source"
+PNG_SHA_KEY = "HNLC-source-sha256"
+
+
+class _Interrupts:
+    """Ctrl-C as a flag as well as a KeyboardInterrupt: Python drops an exception
+    raised inside a weakref or import-lock callback ("Exception ignored in ..."), so
+    the raise alone can be lost mid-import; the output loop checks the flag too."""
+    seen = False
+
+    @classmethod
+    def handler(cls, signum, frame):
+        cls.seen = True
+        raise KeyboardInterrupt
+
+    @classmethod
+    def check(cls):
+        if cls.seen:
+            raise KeyboardInterrupt
 
 
 def _parser():
@@ -44,6 +75,20 @@ def _parser():
                            help="rans: bitstream v2 (default); context: v1's range coder; none: raw bits")
             p.add_argument("--effort", type=int, default=0, choices=range(10), metavar="0..9",
                            help="per-image code search (slower, better; default 0: one pass)")
+            size = p.add_mutually_exclusive_group()
+            size.add_argument("--max-bytes", type=int, default=None, metavar="N",
+                              help="each image's best file of at most N bytes (a search over the qualities, "
+                                   "and --effort when given)")
+            size.add_argument("--target-bpp", type=float, default=None, metavar="BPP",
+                              help="the same, at most BPP bits per pixel")
+            p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                           help="encode on a Ray cluster (pip install -e '.[ray]'): ADDRESS, 'auto', or none "
+                                "for RAY_ADDRESS / a local Ray; same bytes as without")
+    p = sub.add_parser("info", help="header fields, sizes and decodability of .hnlc files, without decoding")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true", help="a JSON list, one object per file")
+    p.add_argument("--model-dir", default=None, help="folder holding model folders (default: shipped)")
+    p.add_argument("--max-pixels", type=int, default=None)
     return ap
 
 
@@ -61,11 +106,80 @@ def _expand(inputs: list[str], exts) -> list[Path]:
     return out
 
 
-def _png(rgb) -> bytes:
+def _png(rgb, source: str = "", sha: str = "") -> bytes:
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+    info = PngInfo()
+    info.add_text(PNG_SOURCE_KEY, source)
+    info.add_text(PNG_SHA_KEY, sha)
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
+    Image.fromarray(rgb).save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
+
+
+def _sha256(path: Path) -> str | None:
+    from .imageio import open_regular
+    try:
+        with open_regular(path) as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _written_by_codec(dst: Path, comp: bool) -> tuple[bool, str | None]:
+    """Did the codec write this existing output?  -> (yes, the source's SHA-256 for a PNG).
+    Anything unreadable or unrecognised counts as not written by the codec."""
+    from .imageio import open_regular
+    try:
+        with open_regular(dst) as f:
+            if comp:
+                return f.read(4) == b"HNLC", None
+            from PIL import Image
+            with Image.open(f, formats=["PNG"]) as im:
+                sha = im.info.get(PNG_SHA_KEY)
+            return isinstance(sha, str) and len(sha) == 64, sha
+    except Exception:  # noqa: BLE001 - cannot tell: treat as someone else's file
+        return False, None
+
+
+def _plan(files: list[Path], out: Path, comp: bool, force: bool):
+    """Inputs -> (todo [(input, output)], skipped count, failures [(input, message)]),
+    in input order.  The same file named twice is one input."""
+    ext = EXT if comp else ".png"
+    seen: dict[Path, Path] = {}
+    by_dst: dict[Path, list] = {}
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen[key] = f
+            dst = out / (f.stem + ext)
+            by_dst.setdefault(dst.resolve(), []).append((f, dst))
+    todo, skipped, failures = [], 0, []
+    for rdst, group in by_dst.items():
+        if len(group) > 1:
+            names = " and ".join(str(f) for f, _ in group)
+            for f, dst in group:
+                failures.append((f, f"{names} would all be written to {dst}: none of them is written "
+                                    "(rename one, or run them with separate output folders)"))
+            continue
+        ((f, dst),) = group
+        if rdst in seen:
+            failures.append((f, f"output {dst} would overwrite an input; choose another output folder"))
+        elif os.path.lexists(dst):
+            mine, sha = _written_by_codec(dst, comp)
+            src_sha = None if comp or mine is False else _sha256(f)
+            if not mine:
+                failures.append((f, f"{dst} exists and was not written by this codec: it is never overwritten "
+                                    "(not even with --force); choose another output folder"))
+            elif force or (not comp and src_sha is None):   # unreadable input: let the read report it
+                todo.append((f, dst))
+            elif comp or sha == src_sha:
+                skipped += 1
+            else:
+                failures.append((f, f"{dst} exists, decoded from another file: --force replaces it"))
+        else:
+            todo.append((f, dst))
+    return todo, skipped, failures
 
 
 def run(args) -> int:
@@ -73,27 +187,29 @@ def run(args) -> int:
     from .checkpoint import DEFAULT_MODEL, atomic_write_bytes
     from .data import IMAGE_EXTS
     from .errors import EngineError
-    from .imageio import DEFAULT_MAX_PIXELS
+    from .imageio import max_pixels_setting, open_regular
 
     kw = dict(model=args.model or DEFAULT_MODEL, backend=args.backend, kernels=args.kernels,
-              max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, root=args.model_dir,
+              max_pixels=max_pixels_setting(args.max_pixels, "--max-pixels"), root=args.model_dir,
               tile_pixels=args.tile_pixels, tile_size=args.tile_size)
     comp = args.cmd == "compress"
-    codec = engine.Codec(quality=args.quality, entropy=args.entropy, effort=args.effort, **kw) if comp else engine.Codec(**kw)
+    target = dict(max_bytes=args.max_bytes, target_bpp=args.target_bpp) if comp else {}
+    if comp and args.quality is not None and (args.max_bytes is not None or args.target_bpp is not None):
+        raise ValueError("--quality and --max-bytes / --target-bpp exclude each other: a target size chooses the quality")
+    if comp and args.ray is not None:        # the same compress_iter, run by Ray actors (engine/ray_data.py)
+        from .ray_data import RayCompressor
+        codec = RayCompressor(args.ray, quality=args.quality, entropy=args.entropy, effort=args.effort, **kw)
+    else:
+        codec = engine.Codec(quality=args.quality, entropy=args.entropy, effort=args.effort, **kw) if comp else engine.Codec(**kw)
     files = _expand(args.inputs, IMAGE_EXTS if comp else {EXT})
+    if not files:
+        codec.close()
+        print(f"error: no input matched {' '.join(args.inputs)}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    inputs = {f.resolve() for f in files}
-    failures: list[tuple[Path, str]] = []
-    todo, skipped = [], 0
-    for f in files:
-        dst = out / (f.stem + (EXT if comp else ".png"))
-        if dst.resolve() in inputs:
-            failures.append((f, f"output {dst} would overwrite an input; choose another output folder"))
-        elif dst.exists() and not args.force:
-            skipped += 1
-        else:
-            todo.append((f, dst))
+    failures: list[tuple[Path, str]]
+    todo, skipped, failures = _plan(files, out, comp, args.force)
     from tqdm import tqdm
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not todo, file=sys.stderr)
     t0 = time.perf_counter()
@@ -101,22 +217,31 @@ def run(args) -> int:
     bpps = []
     done = 0
 
+    shas: dict[Path, str] = {}
+
     def read(f):
         try:
-            return f.read_bytes()
+            with open_regular(f) as fh:     # a FIFO or device is refused, not waited on
+                data = fh.read()
         except OSError as e:
             return EngineError(f"cannot read {f}: {e.strerror or e}")
+        shas[f] = hashlib.sha256(data).hexdigest()
+        return data
 
     # One stream over every input: the network and the entropy coder stay overlapped
     # across batches, and at most a window of inputs is held in memory.
     if comp:
-        results = codec.compress_iter((f for f, _ in todo), batch_size=args.batch, errors="return")
+        results = codec.compress_iter((f for f, _ in todo), batch_size=args.batch, errors="return", **target)
     else:
         results = codec.decompress_iter((read(f) for f, _ in todo), batch_size=args.batch, errors="return")
     for k, ((f, dst), r) in enumerate(zip(todo, results)):
+        _Interrupts.check()
         bar.update(1)
         if isinstance(r, BaseException):
             failures.append((f, str(r)))
+            continue
+        if os.path.lexists(dst) and not _written_by_codec(dst, comp)[0]:   # appeared while we ran
+            failures.append((f, f"{dst} appeared during the run and was not written by this codec: not overwritten"))
             continue
         try:
             if comp:
@@ -125,7 +250,7 @@ def run(args) -> int:
                 w, h = _size_of(r)
                 bpps.append(len(r) * 8 / (w * h))
             else:
-                data = _png(r)
+                data = _png(r, f.name, shas.pop(f, ""))
                 atomic_write_bytes(dst, data)
                 nbytes_out += len(data)
             done += 1
@@ -135,10 +260,11 @@ def run(args) -> int:
         bar.set_postfix_str(f"{(k + 1) / dt:.2f} img/s, {nbytes_out / dt / 1e6:.2f} MB/s out", refresh=False)
     bar.close()
     codec.close()
+    _Interrupts.check()
     for f, msg in failures:
         print(f"error: {f}: {msg}", file=sys.stderr)
     if not args.quiet:
-        summary = f"{done} {'compressed' if comp else 'decompressed'}, {skipped} skipped (output exists), {len(failures)} failed"
+        summary = f"{done} {'compressed' if comp else 'decompressed'}, {skipped} skipped (already done), {len(failures)} failed"
         if bpps:
             summary += f"; mean {sum(bpps) / len(bpps):.4f} bpp"
         print(summary, file=sys.stderr)
@@ -152,14 +278,41 @@ def _size_of(data: bytes) -> tuple[int, int]:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    from .errors import EngineError
+    import signal
+    import threading
+    on_main = threading.current_thread() is threading.main_thread()
+    _Interrupts.seen = False
+    if on_main:
+        previous = signal.signal(signal.SIGINT, _Interrupts.handler) or signal.SIG_DFL
     try:
-        return run(args)
-    except (EngineError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        args = _parser().parse_args(argv)
+        from .errors import EngineError
+        try:
+            if args.cmd == "info":
+                from .info import run as info
+                return info(args)
+            return run(args)
+        except (EngineError, OSError, ValueError) as e:
+            _Interrupts.check()     # a library that turned the Ctrl-C into its own error
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:       # Ctrl-C: no traceback; finished outputs are complete, no temp files left
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if on_main:
+            # A Ctrl-C after the work is done, while the interpreter shuts down, would
+            # otherwise kill it by the signal (exit -2) with every output written.
+            signal.signal(signal.SIGINT, signal.SIG_IGN if argv is None else previous)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    if rc == 130:
+        # Interrupted: leave without the interpreter's shutdown.  A Ctrl-C that went
+        # through a nested PyRun call (some imports make one) marks it unhandled, and
+        # the shutdown would then kill the process by SIGINT instead of exiting 130.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)

@@ -62,6 +62,7 @@ _PRE = struct.Struct("<4sBBBBB")
 _POST = struct.Struct("<8sIIIIII")
 _POST2 = struct.Struct("<8sIIHHII")
 MAX_TILE = 4096
+HEADER_MAX = _PRE.size + 64 + max(_POST.size, _POST2.size)    # the longest header (a 64-character model name)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,49 @@ def read(data: bytes, max_pixels: int) -> tuple[Header, tuple | Lanes]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
+    version, entropy, color, quality, k, model, end = _prefix(data)
+    if version == VERSION_LANES:
+        return _read_v2(data, model, color, quality, k, max_pixels)
+    sid, w, h, lm, ly, lc, crc = _POST.unpack_from(data, _PRE.size + k)
+    check_size(w, h, max_pixels, exc=BitstreamError)
+    if end + lm + ly + lc != len(data):
+        raise BitstreamError(f"file length {len(data)} does not match its header "
+                             f"({end} + {lm} + {ly} + {lc}): truncated or corrupt")
+    if color == COLOR_GRAY and lc:     # version 1 has no header checksum: what the fields imply is checked
+        raise BitstreamError("corrupt header: a grayscale file with a CbCr section (colour byte flipped?)")
+    payload = data[end:]
+    if zlib.crc32(payload) & 0xFFFFFFFF != crc:
+        raise BitstreamError("payload checksum mismatch: the file is corrupt")
+    hdr = Header(entropy, color, quality, model, sid, w, h)
+    return hdr, (payload[:lm], payload[lm:lm + ly], payload[lm + ly:])
+
+
+def peek(data: bytes, max_pixels: int) -> Header:
+    """The header of a file from its first bytes (``HEADER_MAX`` of them always suffice),
+    with the checks that need nothing after the header (magic, version, modes, size
+    limits; version 2's lane tile).  Reading nothing else, it cannot see a corrupt body
+    or checksum: :func:`read` checks those."""
+    data = bytes(data[:HEADER_MAX])
+    version, entropy, color, quality, k, model, _ = _prefix(data)
+    if version == VERSION:
+        sid, w, h = _POST.unpack_from(data, _PRE.size + k)[:3]
+        tile = 0
+    else:
+        sid, w, h, tile, reserved = _POST2.unpack_from(data, _PRE.size + k)[:5]
+        if not 2 <= tile <= MAX_TILE or tile % 2 or reserved:
+            raise BitstreamError(f"corrupt header (lane tile {tile})")
+    check_size(w, h, max_pixels, exc=BitstreamError)
+    return Header(entropy, color, quality, model, sid, w, h, version, tile)
+
+
+def header_length(h: Header) -> int:
+    """Bytes before a file's sections (version 1) or lane table (version 2)."""
+    return _PRE.size + len(_name(h)) + (_POST.size if h.version == VERSION else _POST2.size)
+
+
+def _prefix(data: bytes) -> tuple:
+    """(version, entropy, colour, quality, k, model, header end) of a file, checked as
+    far as the fixed part of the header goes."""
     if len(data) < _PRE.size:
         raise BitstreamError(f"truncated file: {len(data)} bytes is shorter than the header")
     magic, version, entropy, color, quality, k = _PRE.unpack_from(data)
@@ -185,18 +229,7 @@ def read(data: bytes, max_pixels: int) -> tuple[Header, tuple | Lanes]:
         model = data[_PRE.size:_PRE.size + k].decode("ascii")
     except UnicodeDecodeError:
         raise BitstreamError("corrupt header (model name is not ASCII)") from None
-    if version == VERSION_LANES:
-        return _read_v2(data, model, color, quality, k, max_pixels)
-    sid, w, h, lm, ly, lc, crc = _POST.unpack_from(data, _PRE.size + k)
-    check_size(w, h, max_pixels, exc=BitstreamError)
-    if end + lm + ly + lc != len(data):
-        raise BitstreamError(f"file length {len(data)} does not match its header "
-                             f"({end} + {lm} + {ly} + {lc}): truncated or corrupt")
-    payload = data[end:]
-    if zlib.crc32(payload) & 0xFFFFFFFF != crc:
-        raise BitstreamError("payload checksum mismatch: the file is corrupt")
-    hdr = Header(entropy, color, quality, model, sid, w, h)
-    return hdr, (payload[:lm], payload[lm:lm + ly], payload[lm + ly:])
+    return version, entropy, color, quality, k, model, end
 
 
 def _read_v2(data: bytes, model: str, color: int, quality: int, k: int, max_pixels: int):

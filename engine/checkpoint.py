@@ -24,12 +24,43 @@ CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 DEFAULT_MODEL = "small"
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)     # elsewhere: the classic set-and-restore
+    os.umask(old)
+    return old
+
+
+def _temp_prefix(name: str, folder: Path) -> str:
+    """``.NAME.`` shortened so that the temp name (+ 8 random characters + ``.tmp``) fits
+    the folder's file-name limit: an output whose own name fits must not fail on its temp."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    room = max(1, limit - len(".") - len(".") - 8 - len(".tmp"))
+    while len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return f".{name}."
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write via a temp file in the same folder + rename, so readers never see half a file."""
+    """Write via a temp file in the same folder + rename, so readers never see half a file.
+    The file gets the mode a plain open() would give it (0666 less the umask), not
+    mkstemp's 0600."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name, path.parent), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), 0o666 & ~current_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

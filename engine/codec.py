@@ -18,10 +18,10 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import bitstream, checkpoint, lanes, scheduler, stages, tiling
+from . import bitstream, checkpoint, lanes, scheduler, stages, target, tiling
 from . import entropy_pool as entropy_pools     # the name entropy_pool is the constructor's argument
 from .executors import CUDA, InlineExecutor, StreamExecutor
-from .imageio import DEFAULT_MAX_PIXELS
+from .imageio import COLOR_GRAY, check_batch, max_pixels_setting, to_rgb
 from .rungs import Rungs
 
 
@@ -50,16 +50,26 @@ class Codec:
               on CUDA, there are >= 4 CPUs and the program was started with -m or
               interactively); see engine/entropy_pool.py.  Worker processes live until
               ``codec.close()`` (or the end of a ``with`` block).
+    coder     bitstream v2's entropy coder: "native" (C++, on the CPU), "triton" (on the
+              networks' device: kernels/rans_triton.py; the same bytes) or "auto"
+              (default ENGINE_CODER, else auto = triton when the networks run on CUDA and
+              Triton is installed).  With triton no worker processes are started.
+    precision "fp32", "fp16" or "auto" (default ENGINE_PRECISION, else auto = fp16 when the
+              networks run on CUDA in torch, fp32 elsewhere).  fp32 is the reference; an
+              fp16 decode stays within the tolerance stated in the README ("Precision"),
+              and an fp16 encoder's files are ordinary files (its bits may differ where
+              a sigmoid output is within fp16 rounding of 0.5).
 
     ``codec.timer = engine.timing.StageTimer()`` records per-stage times of every call.
     """
 
     def __init__(self, quality: int | None = None, model: str = checkpoint.DEFAULT_MODEL,
                  backend: str = "auto", kernels: str | None = None, entropy: str = "rans",
-                 device: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 device: str | None = None, max_pixels: int | None = None,
                  root: str | Path | None = None, threads: int | None = None,
                  tile_pixels: int | None = None, tile_size: int | None = None,
-                 entropy_pool: str | None = None, effort: int = 0):
+                 entropy_pool: str | None = None, effort: int = 0, coder: str | None = None,
+                 precision: str | None = None):
         from kernels import kernel_choice
 
         from .search import check_effort
@@ -74,16 +84,17 @@ class Codec:
         self.kernels = kernel_choice(kernels)
         self.backend = backend
         self.device = device
-        self.max_pixels = int(max_pixels)
+        self.max_pixels = max_pixels_setting(max_pixels)   # None: ENGINE_MAX_PIXELS, else 100 M
         self.root = Path(root) if root else None
         self.threads = threads
         self.tile_pixels = int(tiling.DEFAULT_TILE_PIXELS if tile_pixels is None else tile_pixels)
         self.tile_size = tiling.check_tile_size(tiling.DEFAULT_TILE_SIZE if tile_size is None else tile_size)
         self.timer = None
         self.model_name = model
-        self.rungs = Rungs(model, self.root, backend, device, threads)
+        self.rungs = Rungs(model, self.root, backend, device, threads, precision)
         self.rung = self.rungs.get(quality)
         self.quality = self.rung.q.quality
+        self.coder = lanes.resolve_coder(coder, self.rung.runner.device)
         self._workers = None          # the entropy worker processes, once a batch call starts them
         self._workers_lock = threading.Lock()
 
@@ -128,8 +139,9 @@ class Codec:
         """The pool one batch call codes in: a thread pool closed when the call ends, or
         this codec's worker processes, which live until :meth:`close`."""
         gil_free = self.entropy_mode == bitstream.ENTROPY_RANS and lanes.native() is not None
-        if entropy_pools.resolve_kind(self.entropy_pool, on_cuda, gil_free) == "threads":
-            pool = entropy_pools.ThreadEntropyPool(self.rungs.codings, self.max_pixels, workers)
+        on_device = self.coder == "triton"     # v2 coded on the device: no worker processes
+        if on_device or entropy_pools.resolve_kind(self.entropy_pool, on_cuda, gil_free) == "threads":
+            pool = entropy_pools.ThreadEntropyPool(self.rungs.codings, self.max_pixels, workers, on_device)
             pool.timer = self.timer
             try:
                 yield pool
@@ -147,22 +159,63 @@ class Codec:
         yield pool
 
     def _inline(self):
-        pool = entropy_pools.InlinePool(self.rungs.codings, self.max_pixels)
+        pool = entropy_pools.InlinePool(self.rungs.codings, self.max_pixels, self.coder == "triton")
         pool.timer = self.timer
         return InlineExecutor(self.runner.device, self.timer), pool
 
     # ------------------------------------------------------------------ encode
-    def compress(self, img) -> bytes:
+    def compress(self, img, max_bytes: int | None = None, target_bpp: float | None = None) -> bytes:
+        """One image -> file bytes at this codec's quality and effort.  With ``max_bytes``
+        or ``target_bpp`` (bits per pixel of the image's own size): the best file that
+        fits, over the model's encodable rungs, and this codec's effort when it is > 0
+        (engine/target.py); :class:`~engine.errors.TargetSizeError` when none fits."""
+        if max_bytes is None and target_bpp is None:
+            return self._encode(img, self.rung, self.effort)
+        return self._fit(img, max_bytes, target_bpp)
+
+    def _encode(self, img, rung, effort: int) -> bytes:
         ex, pool = self._inline()
-        (data,) = scheduler.compress_iter(self, self.rung, [img], ex, pool, batch_size=1)
+        opts = self if effort == self.effort else _OtherEffort(self, effort)
+        (data,) = scheduler.compress_iter(opts, rung, [img], ex, pool, batch_size=1)
         return data
 
+    def _fit(self, img, max_bytes, target_bpp) -> bytes:
+        target.check(max_bytes, target_bpp)
+        rgb, color = to_rgb(img, self.max_pixels)      # read once: every try codes these pixels
+        src = rgb[:, :, :1] if color == COLOR_GRAY else rgb
+        h, w = rgb.shape[:2]
+        return target.fit(lambda q, e: self._encode(src, self.rungs.get(q), e),
+                          checkpoint.qualities(self.model_name, self.root), self.effort,
+                          target.limit_bytes(max_bytes, target_bpp, w, h), w * h, f"a {w}x{h} image")
+
+    def _fit_iter(self, images, errors: str, max_bytes, target_bpp, progress):
+        target.check(max_bytes, target_bpp)
+        for img in images:
+            try:
+                if isinstance(img, BaseException):     # the caller's own error for this item
+                    raise img
+                data = self._fit(img, max_bytes, target_bpp)
+            except Exception as exc:  # noqa: BLE001 - reported per item
+                if errors == "raise":
+                    raise
+                data = exc
+            if progress:
+                progress(1)
+            yield data
+
     def compress_iter(self, images, batch_size: int = 8, errors: str = "raise", workers: int | None = None,
-                      progress=None, pipeline: dict | None = None, executor=None, window: int | None = None):
+                      progress=None, pipeline: dict | None = None, executor=None, window: int | None = None,
+                      max_bytes: int | None = None, target_bpp: float | None = None):
         """Images (any iterable) -> bytes, in order, identical to :meth:`compress` one by
         one; at most ``window`` (default max(4 x batch_size, 16)) images are held.
-        ``errors="return"`` yields the exception in a failed item's place."""
+        ``errors="return"`` yields the exception in a failed item's place.  With
+        ``max_bytes`` / ``target_bpp``, each image's best file that fits, one image at a
+        time (see :meth:`compress`)."""
         scheduler.check_errors(errors)
+        check_batch(images)
+        if max_bytes is not None or target_bpp is not None:
+            yield from self._fit_iter(images, errors, max_bytes, target_bpp, progress)
+            return
         ex = executor or self.executor(pipeline)
         with self.entropy_workers(ex.kind == "streams", workers) as pool:
             yield from scheduler.compress_iter(self, self.rung, images, ex, pool, batch_size, errors, window,
@@ -189,6 +242,7 @@ class Codec:
                         progress=None, pipeline: dict | None = None, executor=None, window: int | None = None):
         """Files (any iterable of bytes) -> (H, W, 3) uint8 arrays, in order."""
         scheduler.check_errors(errors)
+        check_batch(blobs, "files")
         ex = executor or self.executor(pipeline)
         with self.entropy_workers(ex.kind == "streams", workers) as pool:
             yield from scheduler.decompress_iter(self, self.rungs, blobs, ex, pool, batch_size, errors, window,
@@ -197,3 +251,12 @@ class Codec:
     def decompress_batch(self, blobs, batch_size: int = 8, errors: str = "raise", **kw) -> list:
         return list(self.decompress_iter(blobs, batch_size, errors, **kw))
 
+
+class _OtherEffort:
+    """A codec's settings with another effort: a target-size search's candidates."""
+
+    def __init__(self, codec: Codec, effort: int):
+        self.codec, self.effort = codec, effort
+
+    def __getattr__(self, name):
+        return getattr(self.codec, name)

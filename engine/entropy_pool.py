@@ -78,8 +78,9 @@ class InlinePool:
 
     kind = "inline"
 
-    def __init__(self, codings: Codings, max_pixels: int):
+    def __init__(self, codings: Codings, max_pixels: int, lanes_on_device: bool = False):
         self.codings, self.max_pixels, self.timer = codings, max_pixels, None
+        self.lanes_on_device = lanes_on_device     # v2 files: the container only (stages.parse)
 
     def _call(self, fn, *args) -> Future:
         try:
@@ -91,7 +92,7 @@ class InlinePool:
         return self._call(stages.serialize, coding, packed, h, w, color, entropy_mode, self.timer)
 
     def parse_here(self, blob: bytes):
-        hdr, _, dec = stages.parse(blob, self.codings.for_header, self.max_pixels, self.timer)
+        hdr, _, dec = stages.parse(blob, self.codings.for_header, self.max_pixels, self.timer, self.lanes_on_device)
         return hdr, dec
 
     def parse(self, blob: bytes) -> Future:
@@ -106,8 +107,8 @@ class ThreadEntropyPool(InlinePool):
 
     kind = "threads"
 
-    def __init__(self, codings: Codings, max_pixels: int, workers: int | None = None):
-        super().__init__(codings, max_pixels)
+    def __init__(self, codings: Codings, max_pixels: int, workers: int | None = None, lanes_on_device: bool = False):
+        super().__init__(codings, max_pixels, lanes_on_device)
         self._ex = ThreadPoolExecutor(max_workers=workers or default_workers())
 
     def serialize(self, coding, packed, h: int, w: int, color: int, entropy_mode: int) -> Future:

@@ -16,3 +16,16 @@ class ImageError(EngineError):
 
 class ImageTooLargeError(ImageError):
     """An input image over the configured pixel limit."""
+
+
+class TargetSizeError(EngineError):
+    """No file of the image fits the asked size (``max_bytes`` / ``target_bpp``):
+    ``smallest`` is the smallest file's size in bytes, ``limit`` the size asked for."""
+
+    def __init__(self, message: str, smallest: int, limit: int):
+        super().__init__(message)
+        self.smallest = smallest
+        self.limit = limit
+
+    def __reduce__(self):       # picklable (worker processes, Ray) with its fields
+        return type(self), (str(self), self.smallest, self.limit)

@@ -18,6 +18,11 @@ of images still has thousands of lanes.
 
 ``HNLC_NATIVE_LIB`` points at another build of the extension (the sanitizer build in
 CI's slow step, native/sanitize.sh).
+
+The coder is a named choice (``coder=``, ``ENGINE_CODER``): ``native`` (above) or
+``triton`` (kernels/rans_triton.py: the same bytes, coded on the device where the
+network's outputs are, so on CUDA the codes never leave the GPU before they are
+bytes); ``auto`` takes triton when the networks run on CUDA and Triton is installed.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
     from .entropy import Tables
 
 DEFAULT_TILE = 48
+CODERS = ("auto", "native", "triton")
 
 _NATIVE = None
 _LOCK = threading.Lock()
@@ -130,3 +136,39 @@ def decode(config, tables: Tables, items: list, threads: int = 1) -> list:
     for i, buf, err in zip(where, bufs, c.decode(args, threads)):
         out[i] = BitstreamError(err) if err else buf
     return out
+
+
+# ----------------------------------------------------------------------------- on the device
+
+def resolve_coder(name: str | None, device) -> str:
+    """``coder``/``ENGINE_CODER`` -> "native" or "triton" for networks on ``device``.  An
+    unknown name is an error, never a silent fallback; "triton" on the CPU needs the
+    Triton interpreter (the kernels say so when they run)."""
+    name = (name or os.environ.get("ENGINE_CODER") or "auto").strip().lower()
+    if name not in CODERS:
+        raise ValueError(f"coder/ENGINE_CODER must be one of {CODERS}, got {name!r}")
+    if name == "auto":
+        return "triton" if str(device).startswith("cuda") and importlib.util.find_spec("triton") else "native"
+    return name
+
+
+def device_encode(config, tables: Tables, p, e, ec, grays: list, tile: int = DEFAULT_TILE):
+    """The encoder's outputs on their device -- importance p (B, 1, h, w), Y sigmoid
+    outputs e (B, n, h, w), CbCr ec (B, m, h/2, w/2) -- -> (words, lengths, geometry) of
+    every lane (kernels/rans_triton.py), queued on the current stream, no host wait."""
+    from kernels import rans_triton, reference
+    levels = reference.quantize(p, config.levels)
+    return rans_triton.encode_device(levels, e, ec, grays, tables, config.n, config.levels, config.m, tile)
+
+
+def device_decode(config, tables: Tables, h: int, w: int, items: list, device, dtype, host_buffer=None):
+    """[(Lanes, tile, gray)] of one h x w Y grid -> ((levels, bits, cbits) of ``dtype`` on
+    ``device``, per-lane status, geometry), queued on the current stream."""
+    from kernels import rans_triton
+    for body, tile, _ in items:
+        want = lanes_reference.lane_count(h, w, tile)
+        if len(body) != want:
+            raise BitstreamError(f"the file has {len(body)} lanes, its {w}x{h} grid in tiles of {tile} has {want}")
+    return rans_triton.decode_device([b for b, _, _ in items], [t for _, t, _ in items], [g for _, _, g in items],
+                                     h, w, tables, config.n, config.levels, config.m, device, dtype,
+                                     host_buffer=host_buffer)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
 
@@ -27,16 +26,75 @@ def preprocess(rgb: np.ndarray, multiple: int, device="cpu") -> torch.Tensor:
     return preprocess_tensor(torch.from_numpy(rgb).to(device), multiple)
 
 
+# The colour conversions run in row strips of about this many pixels, written into the
+# one output tensor: a whole-image conversion holds several full-size float32
+# temporaries (1.2 GB each at 10000x10000).  The ops are per pixel, so strips give
+# the same values (tests/test_pipeline.py, tests/test_golden.py).
+STRIP_PIXELS = 1 << 20
+
+
+def _strips(h: int, w: int):
+    rows = max(1, STRIP_PIXELS // max(1, w))
+    return [(r0, min(h, r0 + rows)) for r0 in range(0, h, rows)]
+
+
 def preprocess_tensor(rgb: torch.Tensor, multiple: int) -> torch.Tensor:
     """:func:`preprocess` for a contiguous (H, W, 3) uint8 tensor already on its device
     (the engine stages images in its own buffers and then runs exactly these ops)."""
     h, w = rgb.shape[:2]
-    x = rgb.permute(2, 0, 1)[None].float().div_(255)
-    ycc = rgb_to_ycbcr(x)
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        ycc = F.pad(ycc, (0, pw, 0, ph), mode="replicate")
+    H, W = padded_size(h, w, multiple)
+    ycc = torch.empty((1, 3, H, W), dtype=torch.float32, device=rgb.device)
+    for r0, r1 in _strips(h, w):
+        x = rgb[r0:r1].permute(2, 0, 1)[None].float().div_(255)
+        ycc[:, :, r0:r1, :w] = rgb_to_ycbcr(x)
+    if W > w:        # replicate padding: the last column, then the last row (corner included)
+        ycc[:, :, :h, w:] = ycc[:, :, :h, w - 1:w]
+    if H > h:
+        ycc[:, :, h:, :] = ycc[:, :, h - 1:h, :]
     return ycc
+
+
+class LazyPlanes:
+    """The padded planes of one (h, w, 3) uint8 image, converted a crop at a time.
+
+    A tiled encode reads its planes tile by tile; holding them whole costs 1.2 GB of
+    float32 at 10000x10000 (issue #13).  ``crop`` gives exactly the values of the
+    same crop of :func:`preprocess_tensor` (the conversion is per pixel, and the
+    replicate padding is the edge pixel's own value: tests/test_pipeline.py)."""
+
+    def __init__(self, rgb: torch.Tensor, multiple: int):
+        self.rgb = rgb
+        self.h, self.w = rgb.shape[:2]
+        H, W = padded_size(self.h, self.w, multiple)
+        self.shape = (1, 3, H, W)
+        self.device = rgb.device
+        self.dtype = torch.float32
+
+    def crop(self, r0: int, r1: int, s0: int, s1: int) -> torch.Tensor:
+        """Padded rows r0:r1, columns s0:s1 -> (1, 3, r1 - r0, s1 - s0) float32 YCbCr."""
+        a, b = min(r1, self.h), min(s1, self.w)
+        out = torch.empty((1, 3, r1 - r0, s1 - s0), dtype=torch.float32, device=self.device)
+        if r0 < a and s0 < b:
+            x = self.rgb[r0:a, s0:b].permute(2, 0, 1)[None].float().div_(255)
+            out[:, :, :a - r0, :b - s0] = rgb_to_ycbcr(x)
+        if s1 > self.w and r0 < a:     # columns past the image: its last column (converted on its own if not in the crop)
+            edge = out[:, :, :a - r0, b - s0 - 1:b - s0] if s0 < b else self._col(r0, a)
+            out[:, :, :a - r0, max(b, s0) - s0:] = edge
+        if r1 > self.h:     # rows past the image: its last row, padded the same way
+            edge = out[:, :, a - r0 - 1:a - r0] if r0 < a else self.crop(self.h - 1, self.h, s0, s1)
+            out[:, :, max(a, r0) - r0:] = edge
+        return out
+
+    def _col(self, r0: int, r1: int) -> torch.Tensor:
+        x = self.rgb[r0:r1, self.w - 1:self.w].permute(2, 0, 1)[None].float().div_(255)
+        return rgb_to_ycbcr(x)
+
+
+def crop_planes(ycc, r0: int, r1: int, s0: int, s1: int) -> torch.Tensor:
+    """Rows r0:r1, columns s0:s1 of padded planes: a (B, 3, H, W) tensor or LazyPlanes."""
+    if isinstance(ycc, LazyPlanes):
+        return ycc.crop(r0, r1, s0, s1)
+    return ycc[:, :, r0:r1, s0:s1]
 
 
 def postprocess(ycc: torch.Tensor, h: int, w: int, gray: bool = False) -> np.ndarray:
@@ -46,9 +104,11 @@ def postprocess(ycc: torch.Tensor, h: int, w: int, gray: bool = False) -> np.nda
 
 def postprocess_tensor(ycc: torch.Tensor, h: int, w: int, gray: bool = False) -> torch.Tensor:
     """:func:`postprocess` without the copy to the host: a contiguous (h, w, 3) uint8
-    tensor on ycc's device."""
-    ycc = ycc[:, :, :h, :w].float()
-    if gray:
-        ycc = torch.cat([ycc[:, :1], torch.full_like(ycc[:, 1:], 0.5)], 1)
-    rgb = ycbcr_to_rgb(ycc).clamp(0, 1).mul(255).round().to(torch.uint8)
-    return rgb[0].permute(1, 2, 0).contiguous()
+    tensor on ycc's device (converted in row strips, see STRIP_PIXELS)."""
+    out = torch.empty((h, w, 3), dtype=torch.uint8, device=ycc.device)
+    for r0, r1 in _strips(h, w):
+        y = ycc[:1, :, r0:r1, :w].float()
+        if gray:
+            y = torch.cat([y[:, :1], torch.full_like(y[:, 1:], 0.5)], 1)
+        out[r0:r1] = ycbcr_to_rgb(y).clamp(0, 1).mul(255).round().to(torch.uint8)[0].permute(1, 2, 0)
+    return out

@@ -13,6 +13,7 @@ one place that checks them.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,12 +111,32 @@ class Rung:
         return self.coding.stream_id
 
 
+PRECISIONS = ("auto", "fp32", "fp16")
+
+
+def resolve_precision(precision: str | None, backend: str, device) -> str:
+    """``precision``/``ENGINE_PRECISION`` -> "fp32" or "fp16".  auto: fp16 when the networks
+    run on CUDA in torch (or a backend auto picks: a TensorRT engine built with
+    ``--precision fp16``), fp32 everywhere else; fp32 stays the reference (README,
+    "Precision")."""
+    p = (precision or os.environ.get("ENGINE_PRECISION") or "auto").strip().lower()
+    if p not in PRECISIONS:
+        raise ValueError(f"precision/ENGINE_PRECISION must be one of {PRECISIONS}, got {p!r}")
+    if p != "auto":
+        return p
+    import torch
+    on_cuda = str(device).startswith("cuda") if device is not None else torch.cuda.is_available()
+    return "fp16" if on_cuda and (backend or "auto") in ("auto", "torch") else "fp32"
+
+
 class Rungs:
     """The rungs one codec has loaded: runners are built once per quality."""
 
-    def __init__(self, model: str, root=None, backend: str = "auto", device=None, threads: int | None = None):
+    def __init__(self, model: str, root=None, backend: str = "auto", device=None, threads: int | None = None,
+                 precision: str | None = None):
         self.codings = Codings(model, root)
         self.backend, self.device, self.threads = backend, device, threads
+        self.precision = resolve_precision(precision, backend, device)
         self.loaded: dict[int, Rung] = {}
 
     @property
@@ -128,7 +149,7 @@ class Rungs:
         r = self.loaded.get(q.quality)
         if r is None:
             coding = self.codings.get(q.quality, decode)
-            runner = make_runner(q, self.backend, self.device, threads=self.threads)
+            runner = make_runner(q, self.backend, self.device, threads=self.threads, precision=self.precision)
             r = self.loaded[q.quality] = Rung(q, coding, runner)
         return r
 

@@ -152,13 +152,18 @@ def compress_iter(opts, rung, images: Iterable, executor, pool, batch_size: int 
     def run(items: list) -> None:
         def enqueue(lane):
             rgbs = [rgb for _, rgb, _ in items]
-            ycc = stages.stage_images(lane, rgbs, mult)
+            ycc = stages.stage_images(lane, rgbs, mult, stages.lazy_planes(opts, rung, rgbs, mult))
             bits = stages.encode_chunk(opts, rung, lane, ycc, [r.shape[:2] for r in rgbs],
                                        [c for _, _, c in items])
             del ycc
             host = stages.bits_to_host(lane, bits)
 
             def finish():
+                coded = host.lanes()
+                if coded is not None:       # entropy-coded on the device: the container only
+                    for (i, rgb, color), c in zip(items, coded):
+                        out.put(i, stages.container(rung.coding, c, rgb.shape[0], rgb.shape[1], color, pool.timer))
+                    return
                 for (i, rgb, color), pk in zip(items, host.packed()):
                     out.put(i, pool.serialize(rung.coding, pk, rgb.shape[0], rgb.shape[1], color,
                                               opts.entropy_mode))
@@ -195,14 +200,15 @@ def decompress_iter(opts, rungs, blobs: Iterable, executor, pool, batch_size: in
         rung = items[0][2]
 
         def enqueue(lane):
-            lv, bits, cbits = stages.latents_to_device(opts, rung, lane, [d for _, _, _, d in items])
-            ycc = stages.decode_chunk(opts, rung, lane, lv, bits, cbits)
+            lv, bits, cbits, errors = stages.latents_to_device(opts, rung, lane, [d for _, _, _, d in items])
+            images = stages.decode_images(opts, rung, lane, lv, bits, cbits, [h for _, h, _, _ in items])
             del lv, bits, cbits
-            views = stages.images_to_host(lane, stages.to_images(lane, ycc, [h for _, h, _, _ in items]))
+            views = stages.images_to_host(lane, images)
+            del images
 
             def finish():
-                for (i, _, _, _), v in zip(items, views):
-                    out.put(i, v.numpy().copy())
+                for (i, _, _, _), v, err in zip(items, views, errors()):
+                    out.put(i, err if err is not None else v.numpy().copy())
             return finish
         executor.submit([i for i, _, _, _ in items], enqueue)
 

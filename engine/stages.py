@@ -8,10 +8,16 @@ Encode::
            ──bits_to_host──> Packed records (levels + packed Y / CbCr bits)
            ──serialize────> file bytes (entropy coder + container)
 
+    with the device coder (``opts.coder == "triton"``, bitstream v2): encode_chunk ends
+    with the rANS lanes coded on the device, bits_to_host copies their bytes, and
+    container() writes the file around them; no CPU entropy stage.
+
 Decode::
 
     file bytes ──parse──────────> header + dense bits (container + entropy decoder)
                ──latents_to_device─> decoder inputs on the device
+    (device coder: parse checks the container only, latents_to_device uploads the
+    lanes and decodes them on the device into the decoder's inputs)
                ──decode_chunk──> YCbCr planes ──to_images──> uint8 RGB on the device
                ──images_to_host─> (h, w, 3) uint8 arrays
 
@@ -23,17 +29,19 @@ CPU stages (serialize, parse) take only a rung's :class:`~engine.rungs.Coding`, 
 entropy worker processes run them without any network.
 
 ``opts`` is the codec's settings, read by name: ``kernels``, ``effort``,
-``tile_pixels``, ``tile_size``.
+``tile_pixels``, ``tile_size``, ``coder``, ``entropy_mode``.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from . import bitstream, entropy, lanes, tiling
+from . import bitstream, entropy, lanes, lanes_reference, tiling
 from .errors import BitstreamError
 from .imageio import COLOR_GRAY
-from .planes import padded_size, postprocess_tensor, preprocess_tensor
+from .planes import LazyPlanes, padded_size, postprocess_tensor, preprocess_tensor
 from .timing import stage
 
 
@@ -51,10 +59,21 @@ def needs_tiles(opts, rung, height: int, width: int, net: str = "encoder") -> bo
 
 # ----------------------------------------------------------------------------- encode
 
-def stage_images(lane, rgbs: list, multiple: int) -> torch.Tensor:
+def stage_images(lane, rgbs: list, multiple: int, lazy: bool = False) -> torch.Tensor:
     """(h, w, 3) uint8 arrays of one padded shape -> (B, 3, H', W') YCbCr planes on the
     lane's device: one staging buffer, one copy to the device, then the same ops as
-    :func:`engine.planes.preprocess`."""
+    :func:`engine.planes.preprocess`.  ``lazy`` (one image that runs in tiles): the
+    pixels on the device as :class:`LazyPlanes`, converted tile by tile; on the CPU the
+    caller's array itself, with no staging copy."""
+    if lazy:
+        if len(rgbs) != 1:
+            raise ValueError("lazy planes are for one image at a time (a tiled one)")
+        if lane.device.type == "cpu":
+            import warnings
+            with warnings.catch_warnings():     # a read-only array (Pillow's): the planes only read it
+                warnings.simplefilter("ignore", UserWarning)
+                rgb = torch.from_numpy(np.ascontiguousarray(rgbs[0]))
+            return LazyPlanes(rgb, multiple)
     sizes = [r.nbytes for r in rgbs]
     offs = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     host = lane.host("rgb", (int(offs[-1]),))
@@ -63,9 +82,20 @@ def stage_images(lane, rgbs: list, multiple: int) -> torch.Tensor:
         hv[o:o + nb] = r.reshape(-1)
     with lane.stage("h2d"):
         dev = host.to(lane.device, non_blocking=True)
+    if lazy:
+        return LazyPlanes(dev.view(rgbs[0].shape), multiple)
     with lane.stage("preprocess"):
-        return torch.cat([preprocess_tensor(dev[o:o + nb].view(r.shape), multiple)
-                          for r, o, nb in zip(rgbs, offs, sizes)])
+        planes = [preprocess_tensor(dev[o:o + nb].view(r.shape), multiple) for r, o, nb in zip(rgbs, offs, sizes)]
+        return planes[0] if len(planes) == 1 else torch.cat(planes)   # one image (a tiled one): no copy
+
+
+def lazy_planes(opts, rung, rgbs: list, multiple: int) -> bool:
+    """Whether a chunk's planes are made tile by tile: one image, encoded in tiles
+    without the code search (which needs the whole image's planes)."""
+    if len(rgbs) != 1 or opts.effort:
+        return False
+    H, W = padded_size(*rgbs[0].shape[:2], multiple)
+    return needs_tiles(opts, rung, H, W, "encoder")
 
 
 def searcher(rung):
@@ -105,12 +135,35 @@ def latents(opts, rung, lane, ycc: torch.Tensor, sizes: list, colors: list):
     return tuple(torch.cat(t) for t in zip(*out))
 
 
+def codes_on_device(opts) -> bool:
+    """Whether encode_chunk entropy-codes on the device (bitstream v2, the Triton coder)."""
+    return getattr(opts, "coder", "native") == "triton" and opts.entropy_mode == bitstream.ENTROPY_RANS
+
+
+@dataclass
+class DeviceCoded:
+    """A chunk's lanes coded on the device: ``flat`` uint16 words, lane i at
+    ``flat[offs[i]:offs[i + 1]]`` (int64 word offsets, lanes + 1), and their geometry."""
+    flat: torch.Tensor
+    offs: torch.Tensor
+    geo: object
+
+
 def encode_chunk(opts, rung, lane, ycc: torch.Tensor, sizes: list, colors: list):
     """Planes -> bits on the device: the bit path's device buffers ``(levels, ynbits,
-    ybuf, cnbits, cbuf)`` (Triton) or, for the torch bit path, Packed records."""
+    ybuf, cnbits, cbuf)`` (Triton) or, for the torch bit path, Packed records; with
+    :func:`codes_on_device`, the coded lanes (:class:`DeviceCoded`)."""
     cfg = rung.q.config
     with lane.stage("network"):
         e, p, ec = latents(opts, rung, lane, ycc, sizes, colors)
+    if codes_on_device(opts):
+        from kernels import rans_triton
+        with lane.stage("entropy"):
+            words, lens, geo = lanes.device_encode(cfg, rung.tables, p, e, ec, [c == COLOR_GRAY for c in colors])
+            # into a buffer of the worst case: its used length is known on the host only
+            # once the lane's copies are done (HostBits.lanes), so nothing waits here
+            flat, offs = rans_triton.compact(words, lens, total=words.numel())
+        return DeviceCoded(flat, offs, geo)
     with lane.stage("bitpath"):
         bp = bitpath(opts.kernels, e.device)
         if bp.pack_device is None:
@@ -119,10 +172,21 @@ def encode_chunk(opts, rung, lane, ycc: torch.Tensor, sizes: list, colors: list)
 
 
 class HostBits:
-    """A chunk's bits on their way to the host; :meth:`packed` once the lane's copies are done."""
+    """A chunk's bits on their way to the host; :meth:`packed` (or, coded on the device,
+    :meth:`lanes`) once the lane's copies are done."""
 
-    def __init__(self, packed: list | None = None, buffers: tuple | None = None):
-        self._packed, self._buffers = packed, buffers
+    def __init__(self, packed: list | None = None, buffers: tuple | None = None, coded: tuple | None = None):
+        self._packed, self._buffers, self._coded = packed, buffers, coded
+
+    def lanes(self) -> list | None:
+        """Each image's lanes' bytes when the chunk was coded on the device, else None."""
+        if self._coded is None:
+            return None
+        from kernels import rans_triton
+        flat, offs, geo = self._coded
+        offs = offs.numpy().copy()
+        words = flat[:int(offs[-1])].cpu().numpy()      # exactly the file bytes cross over
+        return rans_triton.lanes_to_bytes(words, offs, geo.per_image)
 
     def packed(self) -> list:
         if self._packed is None:
@@ -136,6 +200,10 @@ def bits_to_host(lane, bits) -> HostBits:
     """Device bits -> the lane's staging buffers, without waiting for the copies."""
     if isinstance(bits, list):
         return HostBits(packed=bits)
+    if isinstance(bits, DeviceCoded):
+        with lane.stage("d2h"):
+            offs = lane.host("lane_offs", bits.offs.shape, torch.int64).copy_(bits.offs, non_blocking=True)
+        return HostBits(coded=(bits.flat, offs, bits.geo))
     lv, ynbits, ybuf, cnbits, cbuf = bits
     with lane.stage("d2h"):
         h = (lane.host("lv", lv.shape).copy_(lv, non_blocking=True),
@@ -146,18 +214,22 @@ def bits_to_host(lane, bits) -> HostBits:
     return HostBits(buffers=h)
 
 
+def container(coding, coded: list, h: int, w: int, color: int, timer=None, tile: int = lanes.DEFAULT_TILE) -> bytes:
+    """One image's coded lanes -> its version 2 file."""
+    with stage(timer, "container"):
+        return bitstream.write_lanes(bitstream.Header(bitstream.ENTROPY_RANS, color, coding.quality, coding.model,
+                                                      coding.stream_id, w, h, bitstream.VERSION_LANES, tile), coded)
+
+
 def serialize(coding, packed, h: int, w: int, color: int, entropy_mode: int, timer=None) -> bytes:
     """One image's Packed record -> the file's bytes (version 2 for rANS lanes, else 1)."""
     cfg = coding.config
     gray = color == COLOR_GRAY
-    v2 = entropy_mode == bitstream.ENTROPY_RANS
-    hdr = bitstream.Header(entropy_mode, color, coding.quality, coding.model, coding.stream_id, w, h,
-                           *((bitstream.VERSION_LANES, lanes.DEFAULT_TILE) if v2 else ()))
-    if v2:
+    if entropy_mode == bitstream.ENTROPY_RANS:
         with stage(timer, "entropy"):
-            coded = lanes.encode(cfg, coding.tables, [packed], [gray], hdr.tile)[0]
-        with stage(timer, "container"):
-            return bitstream.write_lanes(hdr, coded)
+            coded = lanes.encode(cfg, coding.tables, [packed], [gray], lanes.DEFAULT_TILE)[0]
+        return container(coding, coded, h, w, color, timer)
+    hdr = bitstream.Header(entropy_mode, color, coding.quality, coding.model, coding.stream_id, w, h)
     with stage(timer, "entropy"):
         if entropy_mode == bitstream.ENTROPY_RAW:
             msec = entropy.pack_map_raw(packed.levels, cfg.levels)
@@ -175,13 +247,32 @@ def serialize(coding, packed, h: int, w: int, color: int, entropy_mode: int, tim
 
 # ----------------------------------------------------------------------------- decode
 
-def parse(data: bytes, coding_for, max_pixels: int, timer=None):
+@dataclass(frozen=True)
+class LanesToDecode:
+    """A version 2 file checked up to its entropy coding, for the device decoder."""
+    body: bitstream.Lanes
+    h: int              # the Y grid
+    w: int
+    tile: int
+    gray: bool
+
+
+def parse(data: bytes, coding_for, max_pixels: int, timer=None, lanes_on_device: bool = False):
     """Validate a file and entropy-decode it -> (header, coding, decoded): decoded is
     (levels, ydense, cdense) uint8 numpy for a context-coded file, a Packed record for a
-    raw one.  ``coding_for(header)`` finds (and checks) the file's rung."""
+    raw one.  ``coding_for(header)`` finds (and checks) the file's rung.  With
+    ``lanes_on_device`` a version 2 file stops after its container, as a
+    :class:`LanesToDecode` for :func:`latents_to_device`."""
     with stage(timer, "container"):
         hdr, body = bitstream.read(data, max_pixels)
         coding = coding_for(hdr)
+        if lanes_on_device and hdr.version == bitstream.VERSION_LANES:
+            H, W = padded_size(hdr.height, hdr.width, coding.config.multiple)
+            want = lanes_reference.lane_count(H // 8, W // 8, hdr.tile)
+            if len(body) != want:
+                raise BitstreamError(f"the file has {len(body)} lanes, its {W // 8}x{H // 8} grid in tiles of "
+                                     f"{hdr.tile} has {want}")
+            return hdr, coding, LanesToDecode(body, H // 8, W // 8, hdr.tile, hdr.color == COLOR_GRAY)
     with stage(timer, "entropy"):
         return hdr, coding, parse_body(hdr, coding, body)
 
@@ -222,9 +313,45 @@ def parse_body(hdr, coding, body):
 
 
 def latents_to_device(opts, rung, lane, decs: list):
-    """Parsed items of one rung and shape -> decoder inputs (bits, levels, cbits) as
-    float tensors on the lane's device, in order.  Dense (context-coded) items go
-    through one staging buffer each; raw files through the bit path's unpack."""
+    """Parsed items of one rung and shape -> decoder inputs (levels, bits, cbits) as
+    float tensors on the lane's device, in order, and ``errors()``: per item None, or the
+    BitstreamError of a file whose lanes the device decoder refused (call it once the
+    lane's copies are done).  :class:`LanesToDecode` items are decoded on the device
+    (kernels/rans_triton.py), straight into the inputs."""
+    on_dev = [k for k, d in enumerate(decs) if isinstance(d, LanesToDecode)]
+    if not on_dev:
+        return (*_host_latents(opts, rung, lane, decs), lambda: [None] * len(decs))
+    from kernels import rans_triton
+    d0 = decs[on_dev[0]]
+    with lane.stage("h2d"):
+        hostbuf = (lambda shape, dtype: lane.host("lanes_in", shape, dtype))
+        (lv, bits, cbits), status, geo = lanes.device_decode(
+            rung.q.config, rung.tables, d0.h, d0.w, [(decs[k].body, decs[k].tile, decs[k].gray) for k in on_dev],
+            lane.device, torch.float32, host_buffer=hostbuf if lane.device.type == "cuda" else None)
+    with lane.stage("entropy"):
+        status_h = lane.host("lane_status", status.shape, torch.int32).copy_(status, non_blocking=True)
+
+    def errors():
+        out = [None] * len(decs)
+        for k, ok in zip(on_dev, rans_triton.image_status(status_h.numpy(), geo.per_image)):
+            if not ok:
+                out[k] = BitstreamError("corrupt lane: its rANS stream does not decode to its end")
+        return out
+    if len(on_dev) == len(decs):
+        return lv, bits, cbits, errors
+    rest = [k for k in range(len(decs)) if k not in set(on_dev)]
+    parts = _host_latents(opts, rung, lane, [decs[k] for k in rest])
+    order = {k: ("dev", j) for j, k in enumerate(on_dev)} | {k: ("host", j) for j, k in enumerate(rest)}
+    merged = []
+    for dev_t, host_t in zip((lv, bits, cbits), parts):
+        merged.append(torch.cat([(dev_t if order[k][0] == "dev" else host_t)[order[k][1]:order[k][1] + 1]
+                                 for k in range(len(decs))]))
+    return (*merged, errors)
+
+
+def _host_latents(opts, rung, lane, decs: list):
+    """Items decoded on the host -> decoder inputs: dense (context-coded) items through
+    one staging buffer each, raw files through the bit path's unpack."""
     cfg = rung.q.config
     dev = lane.device
     with lane.stage("h2d"):
@@ -263,6 +390,29 @@ def decode_chunk(opts, rung, lane, lv: torch.Tensor, bits: torch.Tensor, cbits: 
             tile = tiling.tile_for_runner(opts.tile_size, halo, tiling.runner_max_side(rung.runner, "decoder"))
             return tiling.decode_tiled(rung.runner.decode, bits, lv, cbits, tile, halo)
         return rung.runner.decode(bits, lv, cbits)
+
+
+def decode_images(opts, rung, lane, lv: torch.Tensor, bits: torch.Tensor, cbits: torch.Tensor, headers: list) -> list:
+    """:func:`decode_chunk` then :func:`to_images`; a tiled image (a chunk of one) is
+    converted to uint8 RGB tile by tile, so its float planes are never whole (issue #13:
+    memory bounded by the image).  The same values either way: the conversion is per pixel."""
+    H, W = bits.shape[-2] * 8, bits.shape[-1] * 8
+    if len(headers) != 1 or not needs_tiles(opts, rung, H, W, "decoder"):
+        return to_images(lane, decode_chunk(opts, rung, lane, lv, bits, cbits), headers)
+    (hdr,) = headers
+    gray = hdr.color == COLOR_GRAY
+    out = torch.empty((hdr.height, hdr.width, 3), dtype=torch.uint8, device=bits.device)
+
+    def store(core, a0, b0):
+        hr, wr = min(core.shape[-2], hdr.height - a0), min(core.shape[-1], hdr.width - b0)
+        if hr > 0 and wr > 0:
+            out[a0:a0 + hr, b0:b0 + wr] = postprocess_tensor(core, hr, wr, gray=gray)
+
+    with lane.stage("network"):
+        halo = tiling.decoder_halo(rung.q.config)
+        tile = tiling.tile_for_runner(opts.tile_size, halo, tiling.runner_max_side(rung.runner, "decoder"))
+        tiling.decode_tiled(rung.runner.decode, bits, lv, cbits, tile, halo, store=store)
+    return [out]
 
 
 def to_images(lane, ycc: torch.Tensor, headers: list) -> list:

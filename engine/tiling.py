@@ -37,6 +37,8 @@ import os
 
 import torch
 
+from .planes import crop_planes
+
 GRID = 16
 # Tile when the padded image has more pixels than this (0: never).  Untiled, the
 # "small" model's compress peaks at ~0.15 GB per MP on the CPU (bench/peak_rss.py:
@@ -189,11 +191,12 @@ def tile_for_runner(tile: int, halo: int, max_side: int | None) -> int:
 
 def encode_tiled(encode, ycc: torch.Tensor, tile: int, halo: int):
     """``encode`` = runner.encode on (B, 3, H, W) with H, W multiples of 16 ->
-    (e, p, ec) as the untiled call would return them."""
+    (e, p, ec) as the untiled call would return them.  ``ycc``: the planes, or
+    :class:`engine.planes.LazyPlanes` (converted tile by tile)."""
     B, _, H, W = ycc.shape
     e = p = ec = None
     for (r0, r1, a0, a1), (s0, s1, b0, b1) in tile_plan(H, W, tile, halo):
-        te, tp, tec = encode(ycc[:, :, r0:r1, s0:s1])
+        te, tp, tec = encode(crop_planes(ycc, r0, r1, s0, s1))
         if e is None:
             e = te.new_empty(B, te.shape[1], H // 8, W // 8)
             p = tp.new_empty(B, tp.shape[1], H // 8, W // 8)
@@ -205,19 +208,27 @@ def encode_tiled(encode, ycc: torch.Tensor, tile: int, halo: int):
     return e, p, ec
 
 
-def decode_tiled(decode, bits: torch.Tensor, levels: torch.Tensor, cbits: torch.Tensor, tile: int, halo: int):
+def decode_tiled(decode, bits: torch.Tensor, levels: torch.Tensor, cbits: torch.Tensor, tile: int, halo: int,
+                 store=None):
     """``decode`` = runner.decode; latents of an image of (8h, 8w) padded pixels ->
-    (B, 3, 8h, 8w) as the untiled call would return it."""
+    (B, 3, 8h, 8w) as the untiled call would return it.  With ``store``, nothing
+    full-size is made: ``store(core, a0, b0)`` gets each tile's core planes (top-left
+    corner at padded pixel (a0, b0)) and None is returned (the engine converts each
+    core to uint8 RGB at once: the float planes of a 100 MP image are 1.2 GB)."""
     B, _, h, w = bits.shape
     H, W = h * 8, w * 8
     out = None
     for (r0, r1, a0, a1), (s0, s1, b0, b1) in tile_plan(H, W, tile, halo):
         y = decode(bits[:, :, r0 // 8:r1 // 8, s0 // 8:s1 // 8], levels[:, :, r0 // 8:r1 // 8, s0 // 8:s1 // 8],
                    cbits[:, :, r0 // 16:r1 // 16, s0 // 16:s1 // 16])
-        if out is None:
-            out = y.new_empty(B, y.shape[1], H, W)
-        out[:, :, a0:a1, b0:b1] = y[:, :, a0 - r0:a1 - r0, b0 - s0:b1 - s0]
-        del y
+        core = y[:, :, a0 - r0:a1 - r0, b0 - s0:b1 - s0]
+        if store is not None:
+            store(core, a0, b0)
+        else:
+            if out is None:
+                out = y.new_empty(B, y.shape[1], H, W)
+            out[:, :, a0:a1, b0:b1] = core
+        del y, core
     return out
 
 

@@ -14,7 +14,10 @@ The version 2 settings ("rans", the default mode since the native coder) were
 recorded later, bytes only: their files decode to exactly the bits of the same
 image's version 1 file, so the test checks their pixels against that file's decode.
 Decoded pixel hashes are the recording CPU's (torch's CPU convolutions round by
-instruction set); the bytes are the same on every machine.
+instruction set); the bytes are the same on every machine.  Another CPU kind adds its
+own pixel table, keyed by model name and torch's CPU capability (``cpu_key``):
+
+    python tests/golden_cases.py --cpu-table       # add this CPU's decoded hashes
 """
 import argparse
 import hashlib
@@ -66,6 +69,40 @@ def to_input(a: np.ndarray):
     return Image.fromarray(a) if a.ndim == 2 else a
 
 
+def cpu_key() -> str:
+    """The CPU model name and torch's vector ISA: the two things torch's CPU decode
+    rounds by (the same model name has shipped with and without AVX-512)."""
+    import torch
+    from engine.eval import machine
+    return f"{machine().split(' (')[0]} / {torch.backends.cpu.get_cpu_capability()}"
+
+
+def record_cpu_table(out: Path) -> None:
+    """Decoded pixel hashes of every recorded v1 setting on this CPU kind, checked
+    against the recorded bytes first (a table is only added for the same files)."""
+    import engine
+    import torch
+    res = json.loads(out.read_text())
+    torch.set_num_threads(res["torch_threads"])
+    table = {}
+    for setting, cases in sorted(res["settings"].items()):
+        q, ent, effort = setting.split("-")
+        if ent == "rans" or setting in res.get("setting_cpu", {}):
+            continue                            # v2 pixels are v1's; e1 stays on its CPU
+        codec = engine.Codec(quality=int(q[1:]), entropy=ent, effort=int(effort[1:]),
+                             backend="torch", kernels="torch")
+        imgs = {**inputs("synthetic"), **inputs("kodak")}
+        table[setting] = {}
+        for name, want in cases.items():
+            data = codec.compress(to_input(imgs[name]))
+            if sha(data) != want["bytes"]:
+                raise SystemExit(f"{setting} {name}: bytes differ from the recorded file; not recording pixels")
+            table[setting][name] = sha(codec.decompress(data))
+    res.setdefault("decoded_by_cpu", {})[cpu_key()] = table
+    out.write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+    print(cpu_key(), len(table), file=sys.stderr)
+
+
 def record(out: Path, only: set | None = None) -> None:
     import engine
     res = {"engine": engine.__file__, "settings": {}}
@@ -93,5 +130,10 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(HERE / "golden" / "small.json"))
     ap.add_argument("--only", default="", help="comma list of settings to (re)record into --out, keeping the others")
+    ap.add_argument("--cpu-table", action="store_true",
+                    help="add this CPU kind's decoded pixel hashes to --out (bytes must match)")
     args = ap.parse_args()
+    if args.cpu_table:
+        record_cpu_table(Path(args.out))
+        sys.exit(0)
     record(Path(args.out), set(filter(None, args.only.split(","))) or None)

@@ -1,5 +1,7 @@
 """Tools around the lent GPU: the carry layout, runner specs, cross-runner parity, fp16 torch."""
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +145,43 @@ def test_bench_entropy_smoke(tmp_path):
         assert all(v > 0 for v in r["ms_per_image"].values()) and r["ratio_v1_over_v2"]["total"] > 0
     assert out["bytes"]["v1"] > 0 and out["bytes"]["v2"] > 0
     assert "v1 context coder vs v2" in next((tmp_path / "res").glob("entropy-*.md")).read_text()
+
+
+def test_gpu_session_script_is_runnable_as_far_as_the_cpu_allows():
+    """bench/gpu_session.sh runs once on a lent GPU: here its syntax, and every
+    ``python -m bench.X`` / ``engine.X`` it calls parses the flags the script passes."""
+    import re
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "bench" / "gpu_session.sh").read_text()
+    assert subprocess.run(["bash", "-n", str(root / "bench" / "gpu_session.sh")]).returncode == 0
+    mods = set(re.findall(r"-m ((?:bench|engine)\.[a-z_]+)", script))
+    argparsed = {"bench.gpu_coder", "bench.throughput", "bench.kodak_checks", "engine.train"}
+    assert argparsed <= mods
+    for mod in sorted(argparsed):
+        r = subprocess.run([sys.executable, "-m", mod, "--help"], cwd=root, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, (mod, r.stderr[-2000:])
+    for flag in ("--entropy", "--batches", "--no-build"):
+        assert flag in subprocess.run([sys.executable, "-m", "bench.throughput", "--help"], cwd=root,
+                                      capture_output=True, text=True).stdout
+
+
+def test_bench_gpu_coder_smoke(tmp_path):
+    """The GPU coder check on the CPU (Triton interpreter): a small crop, byte identity."""
+    from kernels import pack_triton
+    if not pack_triton.interpreter_active():
+        pytest.skip("needs the Triton interpreter on the CPU")
+    from engine.data import list_images, load_rgb
+    from PIL import Image
+    data = tmp_path / "imgs"
+    data.mkdir()
+    train = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
+    if train.is_dir():
+        Image.fromarray(load_rgb(list_images(train)[0])[:32, :32]).save(data / "a.png")
+    else:
+        Image.fromarray((np.indices((32, 32, 3)).sum(0) * 7 % 256).astype(np.uint8)).save(data / "a.png")
+    from bench import gpu_coder
+    res = gpu_coder.main(["--data", str(data), "--batch", "1", "--rounds", "1", "--out", str(tmp_path)])
+    assert res["identical"] and res["lanes"] == 1 and res["mismatched_lanes"] == 0
+    assert (tmp_path / "gpu-coder-cpu-triton-interpreter.md").exists()

@@ -167,3 +167,206 @@ def test_fuzz_lanes_native_20k():
     ok, bad = fuzz_lanes(20_000, 20261202)
     print(f"20k lane fuzz: {ok} decoded, {bad} rejected")
     assert bad > 0
+
+
+# ---------------------------------------------------------------------------
+# Systematic cases (issue #13): truncation at every offset, every single-bit header
+# flip, splices and section / lane swaps; each case is held to generous time and
+# memory bounds (a bound, not a benchmark: it catches a decoder that hangs or
+# allocates what a header claims).
+# ---------------------------------------------------------------------------
+
+CASE_SECONDS = 20.0            # any one decode of these small files (a few ms normally)
+CASE_RSS_BYTES = 512 * 2**20   # growth of the process's peak RSS over a whole test
+
+
+def _peak_rss() -> int:
+    import resource
+    import sys
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(r) * (1 if sys.platform == "darwin" else 1024)
+
+
+class _Bounded:
+    """Decodes each case: BitstreamError or an image of the header's size, within the
+    time bound; the peak RSS is checked at the end."""
+
+    def __init__(self, codec):
+        self.codec, self.rss0, self.ok, self.bad = codec, _peak_rss(), 0, 0
+
+    def __call__(self, data: bytes, what) -> bool:
+        import time
+        t0 = time.perf_counter()
+        try:
+            out = self.codec.decompress(data)
+        except BitstreamError:
+            decoded = False
+        else:
+            hdr = bitstream.read(data, self.codec.max_pixels)[0]
+            assert out.dtype == np.uint8 and out.shape == (hdr.height, hdr.width, 3), what
+            decoded = True
+        dt = time.perf_counter() - t0
+        assert dt < CASE_SECONDS, (what, dt)
+        self.ok += decoded
+        self.bad += not decoded
+        return decoded
+
+    def check_rss(self):
+        grew = _peak_rss() - self.rss0
+        assert grew < CASE_RSS_BYTES, f"peak RSS grew by {grew / 2**20:.0f} MB"
+
+
+def _files(tiny_root, entropy):
+    codec = engine.Codec(model="tiny", root=tiny_root, entropy=entropy, backend="torch", kernels="torch",
+                         max_pixels=1 << 20)
+    imgs = [np.random.default_rng(10 + i).integers(0, 256, s, dtype=np.uint8)
+            for i, s in enumerate([(23, 37, 3), (40, 24), (16, 16, 3)])]
+    return codec, [codec.compress(im) for im in imgs]
+
+
+def _header_len(data: bytes) -> int:
+    return 9 + data[8] + (bitstream._POST2.size if data[4] == bitstream.VERSION_LANES else bitstream._POST.size)
+
+
+@pytest.mark.parametrize("entropy", ["rans", "context", "none"])
+def test_truncation_at_every_offset_is_refused(tiny_root, entropy):
+    codec, files = _files(tiny_root, entropy)
+    dec = _Bounded(codec)
+    for data in files:
+        for cut in range(len(data)):
+            assert not dec(data[:cut], (entropy, cut)), f"{entropy}: {cut} of {len(data)} bytes decoded"
+    dec.check_rss()
+
+
+def _v1_undetectable(data: bytes, flipped: bytes) -> bool:
+    """The one class of version 1 header flips that no rule can catch without a format
+    change: width or height changed within the same 16-pixel grid (the sections code the
+    padded grid only, so the file decodes to another crop), and for context files a
+    grid grown by locations whose symbols cost the range coder nothing."""
+    at = 9 + data[8] + 8
+    (w0, h0), (w1, h1) = struct.unpack_from("<II", data, at), struct.unpack_from("<II", flipped, at)
+    if data[:at] != flipped[:at] or data[at + 8:] != flipped[at + 8:]:
+        return False
+    same_grid = (-(-w0 // 16), -(-h0 // 16)) == (-(-w1 // 16), -(-h1 // 16))
+    grown = data[5] == bitstream.ENTROPY_CONTEXT and w1 >= w0 and h1 >= h0
+    return same_grid or grown
+
+
+@pytest.mark.parametrize("entropy", ["rans", "context", "none"])
+def test_every_single_bit_header_flip(tiny_root, entropy):
+    """Version 2: every flip is refused (its CRC covers the header).  Version 1: every
+    flip is refused except :func:`_v1_undetectable` (docs/bitstream.md says so)."""
+    codec, files = _files(tiny_root, entropy)
+    dec = _Bounded(codec)
+    for data in files:
+        for i in range(_header_len(data)):
+            for b in range(8):
+                buf = bytearray(data)
+                buf[i] ^= 1 << b
+                if dec(bytes(buf), (entropy, i, b)):
+                    assert entropy != "rans" and _v1_undetectable(data, bytes(buf)), (entropy, i, b)
+    assert dec.bad > 0
+    dec.check_rss()
+
+
+def _lane_file(data: bytes, order) -> bytes:
+    hdr, body = bitstream.read(data, 1 << 30)
+    return bitstream.write_lanes(hdr, [body.lane(i) for i in order])
+
+
+def test_splices_and_swaps(tiny_root):
+    """Headers spliced onto other files' bodies, v1 sections and v2 lanes swapped, with
+    and without a recomputed checksum: refused, or (only where the checksum was
+    recomputed, i.e. a deliberate forgery) an image of the header's size."""
+    rng = np.random.default_rng(20261202)
+    for entropy in ("rans", "context", "none"):
+        codec, files = _files(tiny_root, entropy)
+        big = codec.compress(np.random.default_rng(5).integers(0, 256, (200, 232, 3), dtype=np.uint8))
+        files.append(big)
+        dec = _Bounded(codec)
+        for a in files:
+            for b in files:
+                if a is b:
+                    continue
+                ha, hb = _header_len(a), _header_len(b)
+                spliced = a[:ha] + b[hb:]
+                assert not dec(spliced, (entropy, "splice")) or len(a) == len(b)
+                fixed = bytearray(spliced)
+                if entropy == "rans":
+                    assert not dec(_fix_crc(fixed), (entropy, "splice, crc fixed")) or a[ha - 20:ha - 12] == b[hb - 20:hb - 12]
+                else:
+                    dec(bytes(_fix_crc(fixed)), (entropy, "splice, crc fixed"))
+                # the tail of one file after the start of another, at a random cut
+                cut = int(rng.integers(1, min(len(a), len(b))))
+                cross = a[:cut] + b[cut:]
+                if dec(cross, (entropy, "cross")) and cross != b:
+                    # v1's header has no checksum: a cut inside its width/height can mix two sizes
+                    assert entropy != "rans" and cut < max(ha, hb), (entropy, "cross", cut)
+        for data in files:
+            hdr, body = bitstream.read(data, 1 << 30)
+            if entropy == "rans":
+                n = len(body)
+                if n > 1:
+                    order = list(range(n))
+                    order[0], order[-1] = order[-1], order[0]
+                    swapped = _lane_file(data, order)
+                    dec(swapped, (entropy, "lanes swapped, crc fixed"))
+                    # the same swap with the original checksum: refused
+                    pos, _, _ = _layout(bytearray(data))
+                    stale = bytearray(swapped)
+                    stale[pos:pos + 4] = data[pos:pos + 4]
+                    assert not dec(bytes(stale), (entropy, "lanes swapped"))
+                    assert not dec(_lane_file(data, order[:-1]), (entropy, "lane dropped, crc fixed"))
+                continue
+            m, y, c = body
+            for perm in ((y, m, c), (m, c, y), (c, y, m)):
+                if perm != (m, y, c):
+                    forged = bitstream.write(hdr, *perm)
+                    dec(forged, (entropy, "sections swapped, crc fixed"))
+                    stale = bytearray(forged)
+                    pos = _layout(stale)[0]
+                    stale[pos:pos + 4] = data[pos:pos + 4]
+                    assert not dec(bytes(stale), (entropy, "sections swapped")) or bytes(stale) == data
+        assert dec.bad > 0
+        dec.check_rss()
+
+
+@pytest.mark.slow
+def test_truncation_and_flips_shipped_model_slow():
+    """The shipped model on a 128x192 crop of a synthetic photo: every truncation and
+    every header bit flip, v2 and v1 context."""
+    from bench.peak_rss import synthetic_photo
+    img = synthetic_photo(128, 192, seed=3)
+    for entropy in ("rans", "context"):
+        codec = engine.Codec(entropy=entropy, backend="torch", kernels="torch")
+        data = codec.compress(img)
+        dec = _Bounded(codec)
+        for cut in range(len(data)):
+            assert not dec(data[:cut], (entropy, cut))
+        for i in range(_header_len(data)):
+            for b in range(8):
+                buf = bytearray(data)
+                buf[i] ^= 1 << b
+                if dec(bytes(buf), (entropy, i, b)):
+                    assert entropy != "rans" and _v1_undetectable(data, bytes(buf)), (entropy, i, b)
+        dec.check_rss()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_in_limit_decode_bomb_memory_bounded_slow(backend):
+    """Issue #13: a valid ~0.5 MB file claiming 10000x10000 (every level 0) decodes within
+    3 GB peak RSS (bench/peak_rss.py --input bomb, its own process) on both backends."""
+    import json
+    import subprocess
+    import sys
+    if backend == "onnxruntime":
+        try:
+            engine.Codec(backend="onnxruntime")
+        except Exception as e:  # noqa: BLE001 - no artifacts here
+            pytest.skip(f"no ONNX Runtime artifacts (python -m engine.build): {e}")
+    r = subprocess.run([sys.executable, "-m", "bench.peak_rss", "--input", "bomb", "--size", "10000x10000",
+                        "--backend", backend, "--threads", "2"], capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["peak_rss_total_mb"] < 3 * 1024, res

@@ -65,6 +65,7 @@ def choose_providers(device: str | None, providers, available, cuda_visible: boo
 
 
 SPIN_MODES = ("off", "on")
+SHRINK_PIXELS = 1 << 21     # runs on images of this many pixels or more release their arena memory at the end
 
 
 def spin_mode(v) -> str:
@@ -105,6 +106,8 @@ class OrtRunner(GraphRunner):
             check_io_names(net, [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()])
             self.sessions[net] = sess
         self.providers = self.sessions["encoder"].get_providers()
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     # -- execution ---------------------------------------------------------
     def _run(self, net: str, inputs: tuple[torch.Tensor, ...]):
@@ -113,7 +116,11 @@ class OrtRunner(GraphRunner):
         shapes = output_shapes(net, self.cfg, {n: tuple(x.shape) for n, x in zip(in_names, xs)})
         sess = self.sessions[net]
         if self.device.type == "cpu":
-            outs = sess.run(list(out_names), {n: x.numpy() for n, x in zip(in_names, xs)})
+            # A large image's run (a tile) hands its arena memory back when it ends: tiles of
+            # several shapes otherwise leave the arena fragmented at ~2 GB (issue #13).
+            big = xs[0].shape[-2] * xs[0].shape[-1] * (64 if net == "decoder" else 1) >= SHRINK_PIXELS
+            outs = sess.run(list(out_names), {n: x.numpy() for n, x in zip(in_names, xs)},
+                            self._shrink if big else None)
             return tuple(torch.from_numpy(np.ascontiguousarray(o)) for o in outs)
         # CUDA: bind torch memory directly.  ORT runs on its own stream, so wait
         # for the producer of the inputs first and for ORT's outputs after.
