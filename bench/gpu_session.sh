@@ -9,7 +9,8 @@
 #   the Triton entropy coder against the native one on Kodak (byte identity + times,
 #   bench.gpu_coder), its compiled tests, bench.throughput with torch on CUDA at batch
 #   1, 8, 32 -- the Triton coder (the CUDA default) and the native one side by side, fp16
-#   networks (the CUDA default), nvJPEG in the same run -- and the stage timeline.
+#   networks (the CUDA default), nvJPEG in the same run -- torch.compile with CUDA graphs
+#   against eager (bench.throughput --compile), and the stage timeline.
 # Phase 2: two training runs side by side until DEADLINE seconds after the start
 #   (A: warm start from the shipped weights; B: the larger 'medium' config from scratch,
 #   bench/gpu_train.sh), while the correctness
@@ -83,6 +84,9 @@ step gpu_coder 60 $PY -m bench.gpu_coder --data .carry/kodak --batch 32 --out "$
 step tests_rans_triton 90 $PY -m pytest tests/test_rans_triton.py -q -rs -p no:cacheprovider -k cuda
 step throughput 150 $PY -m bench.throughput --data .carry/kodak --backends torch-cuda --batches 1,8,32 \
     --repeat 2 --no-build --entropy "$ENTROPY" --out "$R"
+# torch.compile with CUDA graphs against eager, side by side (issue #15: where it pays)
+step throughput_compile 120 $PY -m bench.throughput --data .carry/kodak --backends torch-cuda --batches 8,32 \
+    --repeat 2 --no-build --no-baselines --entropy rans:triton --compile off,reduce-overhead --out "$R/compile"
 step pipeline_timeline 45 env PIPELINE_TIMELINE="$R/pipeline_timeline.json" $PY -m pytest \
     tests/test_pipeline_cuda.py -k timeline -q -s -rs -p no:cacheprovider
 

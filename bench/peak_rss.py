@@ -5,7 +5,7 @@
                              [--input synthetic|black-png|bomb] [--backend torch|onnxruntime]
 
 ``--input bomb`` decodes only (no compress): a valid file of the given size with
-every importance level 0 (about 0.5 MB for 10000x10000: the smallest file of that
+every importance level 0 (about 0.75 MB for 10000x10000: the smallest file of that
 size, issue #13's in-limit decode bomb).  ``--input black-png`` compresses a black
 PNG of that size from its path (the CLI's way in).
 

@@ -360,6 +360,13 @@ def markdown(res: dict) -> str:
         for d in res["entropy_ratio"]:
             lines.append(f"| {d['backend']} | {d['op']} | {d['batch']} | {d['modes'][0]} / {d['modes'][1]} | "
                          f"{d['images_per_s'][0]:.2f} / {d['images_per_s'][1]:.2f} | {d['ratio']:.2f}x |")
+    if res.get("compile_ratio"):
+        lines += ["", "torch.compile modes side by side (compiled / first mode; best rounds of this run; "
+                  "a round after the first excludes compile time):", "",
+                  "| backend | op | batch | modes | img/s | ratio |", "|---|---|---|---|---|---|"]
+        for d in res["compile_ratio"]:
+            lines.append(f"| {d['backend']} | {d['op']} | {d['batch']} | {d['modes'][0]} / {d['modes'][1]} | "
+                         f"{d['images_per_s'][0]:.2f} / {d['images_per_s'][1]:.2f} | {d['ratio']:.2f}x |")
     if res.get("baselines"):
         lines += ["", "Baselines at matched bpp (one image at a time, one thread):", "",
                   "| codec | quality | mean bpp | encode img/s | encode MP/s | decode img/s | decode MP/s |",
@@ -433,6 +440,9 @@ def main(argv=None) -> dict:
                          "of the first mode's images/s to each other's is reported")
     ap.add_argument("--precision", default=None, choices=["auto", "fp32", "fp16"],
                     help="network precision (default: the codec's, auto = fp16 for torch on CUDA)")
+    ap.add_argument("--compile", default="off",
+                    help="comma list of torch.compile modes for the torch backends, side by side (off, default, "
+                         "reduce-overhead = CUDA graphs); with more than one, one --entropy mode")
     ap.add_argument("--kernels", default=None, choices=["auto", "torch", "triton"])
     ap.add_argument("--build-dir", default=None, help="artifact folder (default: ENGINE_BUILD_DIR or build/)")
     ap.add_argument("--no-build", action="store_true", help="do not build missing ONNX/TensorRT artifacts")
@@ -467,7 +477,10 @@ def main(argv=None) -> dict:
     for e in entropies:
         if e not in ("rans", "context", "none", "rans:native", "rans:triton"):
             raise SystemExit(f"--entropy: unknown mode {e!r}")
-    codecs, modes = {}, {}
+    compiles = [c.strip() for c in args.compile.split(",") if c.strip()] or ["off"]
+    if len(compiles) > 1 and len(entropies) > 1:
+        raise SystemExit("--compile with several modes takes one --entropy mode")
+    codecs, modes, compiled = {}, {}, {}
     for name in wanted:
         backend, device = backend_spec(name)
         if device == "cuda" and not torch.cuda.is_available():
@@ -479,12 +492,17 @@ def main(argv=None) -> dict:
             log(f"skipping {name}: {why}")
             continue
         for e in entropies:
-            key = name if len(entropies) == 1 else f"{name} [{e}]"
-            mode, _, coder = e.partition(":")
-            codecs[key] = engine.Codec(quality=q.quality, model=model, root=root, backend=backend, device=device,
-                                       kernels=args.kernels, entropy=mode, threads=threads, coder=coder or None,
-                                       precision=args.precision)
-            modes[key] = e
+            for c in compiles:
+                if c != "off" and backend != "torch":
+                    continue
+                key = name if len(entropies) == 1 else f"{name} [{e}]"
+                if len(compiles) > 1:
+                    key = f"{key} [compile={c}]"
+                mode, _, coder = e.partition(":")
+                codecs[key] = engine.Codec(quality=q.quality, model=model, root=root, backend=backend, device=device,
+                                           kernels=args.kernels, entropy=mode, threads=threads, coder=coder or None,
+                                           precision=args.precision, compile=c if backend == "torch" else None)
+                modes[key], compiled[key] = e, c
     # Backends take turns, round by round, and each cell keeps its best round: on
     # a shared machine whose speed drifts, the ratio then compares like with like.
     rounds = max(1, args.repeat)
@@ -499,8 +517,11 @@ def main(argv=None) -> dict:
                     r["entropy"] = modes[name]
                     r["coder"] = codec.coder
                     r["precision"] = codec.runner.precision if hasattr(codec.runner, "precision") else None
+                    r["compile"] = compiled[name]
                     if len(entropies) > 1:
                         r["backend"] = f"{r['backend']} [{modes[name]}]"
+                    if len(compiles) > 1:
+                        r["backend"] = f"{r['backend']} [compile={compiled[name]}]"
                     log(f"  {r['op']}: {r['images_per_s']:.2f} img/s, {r['megapixels_per_s']:.2f} MP/s")
                     key = (name, r["op"])
                     if key not in best or r["seconds"] < best[key]["seconds"]:
@@ -523,6 +544,22 @@ def main(argv=None) -> dict:
                 if other:
                     res["entropy_ratio"].append({"backend": base, "op": op, "batch": b, "modes": [entropies[0], e],
                                                  "ratio": r["images_per_s"] / other["images_per_s"],
+                                                 "images_per_s": [r["images_per_s"], other["images_per_s"]]})
+
+    # torch.compile modes side by side: same backend, op and batch, against the first mode
+    res["compile_ratio"] = []
+    if len(compiles) > 1:
+        by = {(r["bench_backend"], r["op"], r["batch"]): r for r in res["rows"]}
+        for (nm, op, b), r in sorted(by.items()):
+            base, _, c = nm.rpartition(" [compile=")
+            if c.rstrip("]") != compiles[0]:
+                continue
+            for other_mode in compiles[1:]:
+                other = by.get((f"{base} [compile={other_mode}]", op, b))
+                if other:
+                    res["compile_ratio"].append({"backend": base, "op": op, "batch": b,
+                                                 "modes": [compiles[0], other_mode],
+                                                 "ratio": other["images_per_s"] / r["images_per_s"],
                                                  "images_per_s": [r["images_per_s"], other["images_per_s"]]})
 
     # default backend vs torch eager, same device, this run

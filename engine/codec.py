@@ -59,6 +59,9 @@ class Codec:
               fp16 decode stays within the tolerance stated in the README ("Precision"),
               and an fp16 encoder's files are ordinary files (its bits may differ where
               a sigmoid output is within fp16 rounding of 0.5).
+    compile   torch backend: "off" (default ENGINE_TORCH_COMPILE, else off), "default"
+              (torch.compile) or "reduce-overhead" (torch.compile with CUDA graphs);
+              engine/runners/torch_runner.py.
 
     ``codec.timer = engine.timing.StageTimer()`` records per-stage times of every call.
     """
@@ -69,7 +72,7 @@ class Codec:
                  root: str | Path | None = None, threads: int | None = None,
                  tile_pixels: int | None = None, tile_size: int | None = None,
                  entropy_pool: str | None = None, effort: int = 0, coder: str | None = None,
-                 precision: str | None = None):
+                 precision: str | None = None, compile: str | None = None):
         from kernels import kernel_choice
 
         from .search import check_effort
@@ -91,7 +94,7 @@ class Codec:
         self.tile_size = tiling.check_tile_size(tiling.DEFAULT_TILE_SIZE if tile_size is None else tile_size)
         self.timer = None
         self.model_name = model
-        self.rungs = Rungs(model, self.root, backend, device, threads, precision)
+        self.rungs = Rungs(model, self.root, backend, device, threads, precision, compile)
         self.rung = self.rungs.get(quality)
         self.quality = self.rung.q.quality
         self.coder = lanes.resolve_coder(coder, self.rung.runner.device)

@@ -129,14 +129,27 @@ def resolve_precision(precision: str | None, backend: str, device) -> str:
     return "fp16" if on_cuda and (backend or "auto") in ("auto", "torch") else "fp32"
 
 
+def resolve_compile(compile: str | None, backend: str) -> str:
+    """``compile``/``ENGINE_TORCH_COMPILE`` -> a TorchRunner compile mode ("off" unless
+    asked: it is measured on the card before it becomes anyone's default)."""
+    from .runners.torch_runner import COMPILE_MODES
+    c = (compile or os.environ.get("ENGINE_TORCH_COMPILE") or "off").strip().lower()
+    if c not in COMPILE_MODES:
+        raise ValueError(f"compile/ENGINE_TORCH_COMPILE must be one of {COMPILE_MODES}, got {c!r}")
+    if c != "off" and (backend or "auto") not in ("auto", "torch"):
+        raise ValueError(f"compile={c!r} is for the torch backend, not {backend!r}")
+    return c
+
+
 class Rungs:
     """The rungs one codec has loaded: runners are built once per quality."""
 
     def __init__(self, model: str, root=None, backend: str = "auto", device=None, threads: int | None = None,
-                 precision: str | None = None):
+                 precision: str | None = None, compile: str | None = None):
         self.codings = Codings(model, root)
         self.backend, self.device, self.threads = backend, device, threads
         self.precision = resolve_precision(precision, backend, device)
+        self.compile = resolve_compile(compile, backend)
         self.loaded: dict[int, Rung] = {}
 
     @property
@@ -149,7 +162,8 @@ class Rungs:
         r = self.loaded.get(q.quality)
         if r is None:
             coding = self.codings.get(q.quality, decode)
-            runner = make_runner(q, self.backend, self.device, threads=self.threads, precision=self.precision)
+            kw = {"compile": self.compile} if self.compile != "off" else {}
+            runner = make_runner(q, self.backend, self.device, threads=self.threads, precision=self.precision, **kw)
             r = self.loaded[q.quality] = Rung(q, coding, runner)
         return r
 

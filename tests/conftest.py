@@ -22,3 +22,18 @@ def tiny_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     write_model_dir(root / "tiny", net, {1: -1.0, 2: 0.0, 3: 1.0}, {"note": "random weights for tests"})
     return root
+
+
+@pytest.fixture(scope="session")
+def shipped_ort_build(tmp_path_factory):
+    """ONNX Runtime artifacts of the shipped model's default quality (q4), built once
+    into a temporary build dir (a clean clone has none): its path, for
+    ENGINE_BUILD_DIR.  Skips where the shipped model is not in the checkout."""
+    from engine import build
+    from engine.checkpoint import CHECKPOINT_DIR
+    if not (CHECKPOINT_DIR / "small" / "model.json").exists():
+        pytest.skip("the shipped model is not in this checkout")
+    out = tmp_path_factory.mktemp("ort_build")
+    res = build.build("small", 4, "onnxruntime", "fp32", out, None, log=lambda *a, **k: None)
+    assert [r.status for r in res] == ["built"]
+    return out

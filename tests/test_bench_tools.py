@@ -162,7 +162,7 @@ def test_gpu_session_script_is_runnable_as_far_as_the_cpu_allows():
         r = subprocess.run([sys.executable, "-m", mod, "--help"], cwd=root, capture_output=True, text=True,
                            timeout=120)
         assert r.returncode == 0, (mod, r.stderr[-2000:])
-    for flag in ("--entropy", "--batches", "--no-build"):
+    for flag in ("--entropy", "--batches", "--no-build", "--compile"):
         assert flag in subprocess.run([sys.executable, "-m", "bench.throughput", "--help"], cwd=root,
                                       capture_output=True, text=True).stdout
 

@@ -60,7 +60,9 @@ def test_torch_decode_within_stated_tolerance_across_batch_and_threads():
             assert _within(a, b, TORCH_MAX_LEVELS, TORCH_MAX_FRAC_OFF), (name, i)
 
 
-def test_onnxruntime_decode_bit_identical_across_batch_and_threads():
+def test_onnxruntime_decode_bit_identical_across_batch_and_threads(shipped_ort_build, monkeypatch):
+    from engine.artifacts import BUILD_DIR_ENV
+    monkeypatch.setenv(BUILD_DIR_ENV, str(shipped_ort_build))
     imgs = _images()
     two = engine.Codec(quality=4, backend="onnxruntime", threads=2)
     one = engine.Codec(quality=4, backend="onnxruntime", threads=1)

@@ -9,6 +9,13 @@ other runner's.
 built).  TF32 rounds conv inputs to 10 mantissa bits; measured on an H100 it moved
 encoder outputs by up to 1.1e-3 against the CPU, flipping 181 of 2.3 M code bits,
 and made batched encodes differ from single-image ones.
+
+``compile`` wraps both networks in ``torch.compile``: "default" (inductor kernels)
+or "reduce-overhead" (the same, replayed as CUDA graphs: one launch per network
+call instead of one per layer, which is where small batches lose time on a GPU).
+"off" (default) is eager.  A compiled network is recompiled per input shape; the
+outputs are the eager ones within float rounding (tests/test_compile.py).  Whether
+it pays is measured on the card by bench/gpu_session.sh (``--compile``).
 """
 from __future__ import annotations
 
@@ -18,14 +25,18 @@ from ..checkpoint import load_net
 from .base import Runner
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+COMPILE_MODES = ("off", "default", "reduce-overhead")
 
 
 class TorchRunner(Runner):
     name = "torch"
 
-    def __init__(self, q, device: str | None = None, threads: int | None = None, precision: str = "fp32", **_):
+    def __init__(self, q, device: str | None = None, threads: int | None = None, precision: str = "fp32",
+                 compile: str = "off", **_):
         if precision not in _DTYPES:
             raise ValueError(f"precision must be one of {sorted(_DTYPES)}, got {precision!r}")
+        if compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if threads:
             torch.set_num_threads(threads)
@@ -34,13 +45,20 @@ class TorchRunner(Runner):
         if self.device.type == "cuda" and precision == "fp32":
             torch.backends.cudnn.allow_tf32 = False
         self.net = load_net(q).to(self.device, self.dtype)
+        self.compile = compile
+        self._encoder, self._decoder = self.net.encoder, self.net.decoder
+        if compile != "off":
+            self._encoder = torch.compile(self.net.encoder, mode=compile, dynamic=False)
+            self._decoder = torch.compile(self.net.decoder, mode=compile, dynamic=False)
 
     @torch.inference_mode()
     def encode(self, ycc):
-        out = self.net.encoder(ycc.to(self.device, self.dtype))
-        return tuple(t.float() for t in out)
+        out = self._encoder(ycc.to(self.device, self.dtype))
+        # .float() copies: a CUDA graph's outputs live in its pool until the next replay
+        return tuple(t.float() if t.dtype != torch.float32 or self.compile == "off" else t.clone() for t in out)
 
     @torch.inference_mode()
     def decode(self, bits, levels, cbits):
         d, t = self.device, self.dtype
-        return self.net.decoder(bits.to(d, t), levels.to(d, t), cbits.to(d, t)).float()
+        y = self._decoder(bits.to(d, t), levels.to(d, t), cbits.to(d, t))
+        return y.float() if y.dtype != torch.float32 or self.compile == "off" else y.clone()
