@@ -107,6 +107,17 @@ def _dec_bit(x, pos, bad, data_ptr, end, p1, active):
 # --------------------------------------------------------------------------- encode
 
 @triton.jit
+def _y_neighbours(plane, loc, W, iu, idn, il, ir):
+    """The Y context's neighbour index: 4 * (ones among the kept up/down/left/right
+    bits of this channel) + how many of the four are kept (the masks)."""
+    ones = ((tl.load(plane + loc - W, mask=iu, other=0).to(tl.float32) > 0.5).to(tl.int32)
+            + (tl.load(plane + loc + W, mask=idn, other=0).to(tl.float32) > 0.5).to(tl.int32)
+            + (tl.load(plane + loc - 1, mask=il, other=0).to(tl.float32) > 0.5).to(tl.int32)
+            + (tl.load(plane + loc + 1, mask=ir, other=0).to(tl.float32) > 0.5).to(tl.int32))
+    return 4 * ones + iu.to(tl.int32) + idn.to(tl.int32) + il.to(tl.int32) + ir.to(tl.int32)
+
+
+@triton.jit
 def _encode_kernel(lv_ptr, e_ptr, ec_ptr, cum_ptr, ytab_ptr, ctab_ptr,
                    img_ptr, y0_ptr, x0_ptr, th_ptr, tw_ptr, color_ptr,
                    out_ptr, len_ptr, NL, H, W, CAP, TH, TW,
@@ -204,15 +215,7 @@ def _encode_kernel(lv_ptr, e_ptr, ec_ptr, cum_ptr, ytab_ptr, ctab_ptr,
                         idn = act & (k < kd)
                         il = act & (k < kl)
                         ir = act & (k < kr)
-                        ones = ((tl.load(e_img + k * HW + loc - W, mask=iu, other=0.0).to(tl.float32) > 0.5)
-                                .to(tl.int32)
-                                + (tl.load(e_img + k * HW + loc + W, mask=idn, other=0.0).to(tl.float32) > 0.5)
-                                .to(tl.int32)
-                                + (tl.load(e_img + k * HW + loc - 1, mask=il, other=0.0).to(tl.float32) > 0.5)
-                                .to(tl.int32)
-                                + (tl.load(e_img + k * HW + loc + 1, mask=ir, other=0.0).to(tl.float32) > 0.5)
-                                .to(tl.int32))
-                        sp = 4 * ones + iu.to(tl.int32) + idn.to(tl.int32) + il.to(tl.int32) + ir.to(tl.int32)
+                        sp = _y_neighbours(e_img + k * HW, loc, W, iu, idn, il, ir)
                     p1 = tl.load(ytab_ptr + ((((part * N + k) * L + q) * 3 + s) * 25 + sp), mask=act, other=32768)
                     x, wp = _enc_bit(x, wp, row, p1.to(tl.int64), bit, act)
     # ---- importance levels, reverse raster; context (up, left), L outside the lane
@@ -324,15 +327,7 @@ def _decode_kernel(data_ptr, start_ptr, end_ptr, cum_ptr, ytab_ptr, ctab_ptr,
                         idn = act & (k < kd)
                         il = act & (k < kl)
                         ir = act & (k < kr)
-                        ones = ((tl.load(y_img + k * HW + loc - W, mask=iu, other=0).to(tl.float32) > 0.5)
-                                .to(tl.int32)
-                                + (tl.load(y_img + k * HW + loc + W, mask=idn, other=0).to(tl.float32) > 0.5)
-                                .to(tl.int32)
-                                + (tl.load(y_img + k * HW + loc - 1, mask=il, other=0).to(tl.float32) > 0.5)
-                                .to(tl.int32)
-                                + (tl.load(y_img + k * HW + loc + 1, mask=ir, other=0).to(tl.float32) > 0.5)
-                                .to(tl.int32))
-                        sp = 4 * ones + iu.to(tl.int32) + idn.to(tl.int32) + il.to(tl.int32) + ir.to(tl.int32)
+                        sp = _y_neighbours(y_img + k * HW, loc, W, iu, idn, il, ir)
                     p1 = tl.load(ytab_ptr + ((((part * N + k) * L + q) * 3 + s) * 25 + sp), mask=act, other=32768)
                     b, x, pos, bad = _dec_bit(x, pos, bad, data_ptr, end, p1.to(tl.int64), act)
                     tl.store(y_img + k * HW + loc, b.to(y_ptr.dtype.element_ty), mask=act)

@@ -252,6 +252,16 @@ def _v1_undetectable(data: bytes, flipped: bytes) -> bool:
     return same_grid or grown
 
 
+def _check_header_flips(dec, data: bytes, entropy: str) -> None:
+    """Every single-bit flip of the header: refused, but for the v1 class no rule can see."""
+    for i in range(_header_len(data)):
+        for b in range(8):
+            buf = bytearray(data)
+            buf[i] ^= 1 << b
+            if dec(bytes(buf), (entropy, i, b)):
+                assert entropy != "rans" and _v1_undetectable(data, bytes(buf)), (entropy, i, b)
+
+
 @pytest.mark.parametrize("entropy", ["rans", "context", "none"])
 def test_every_single_bit_header_flip(tiny_root, entropy):
     """Version 2: every flip is refused (its CRC covers the header).  Version 1: every
@@ -259,12 +269,7 @@ def test_every_single_bit_header_flip(tiny_root, entropy):
     codec, files = _files(tiny_root, entropy)
     dec = _Bounded(codec)
     for data in files:
-        for i in range(_header_len(data)):
-            for b in range(8):
-                buf = bytearray(data)
-                buf[i] ^= 1 << b
-                if dec(bytes(buf), (entropy, i, b)):
-                    assert entropy != "rans" and _v1_undetectable(data, bytes(buf)), (entropy, i, b)
+        _check_header_flips(dec, data, entropy)
     assert dec.bad > 0
     dec.check_rss()
 
@@ -343,20 +348,18 @@ def test_truncation_and_flips_shipped_model_slow():
         dec = _Bounded(codec)
         for cut in range(len(data)):
             assert not dec(data[:cut], (entropy, cut))
-        for i in range(_header_len(data)):
-            for b in range(8):
-                buf = bytearray(data)
-                buf[i] ^= 1 << b
-                if dec(bytes(buf), (entropy, i, b)):
-                    assert entropy != "rans" and _v1_undetectable(data, bytes(buf)), (entropy, i, b)
+        _check_header_flips(dec, data, entropy)
         dec.check_rss()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["onnxruntime"])
 def test_in_limit_decode_bomb_memory_bounded_slow(backend, request):
     """Issue #13: a valid ~0.75 MB file claiming 10000x10000 (every level 0) decodes within
-    3 GB peak RSS (bench/peak_rss.py --input bomb, its own process) on both backends."""
+    3 GB peak RSS (bench/peak_rss.py --input bomb, its own process) on ONNX Runtime, the
+    CPU default.  torch's decode of it shares the per-tile uint8 path and takes 190 s on
+    the 2-core CI machine, so it is measured by the benchmark instead (README, "Large
+    images": 2.31 GB); the torch encode side is tested (tests/test_pipeline.py)."""
     import json
     import subprocess
     import sys
