@@ -107,9 +107,10 @@ def _dec_bit(x, pos, bad, data_ptr, end, p1, active):
 # --------------------------------------------------------------------------- encode
 
 @triton.jit
-def _y_neighbours(plane, loc, W, iu, idn, il, ir):
-    """The Y context's neighbour index: 4 * (ones among the kept up/down/left/right
-    bits of this channel) + how many of the four are kept (the masks)."""
+def _neighbours(plane, loc, W, iu, idn, il, ir):
+    """A code's neighbour context index (Y and CbCr alike): 4 * (ones among the kept
+    up/down/left/right bits of this channel's plane) + how many of the four are kept
+    (the masks)."""
     ones = ((tl.load(plane + loc - W, mask=iu, other=0).to(tl.float32) > 0.5).to(tl.int32)
             + (tl.load(plane + loc + W, mask=idn, other=0).to(tl.float32) > 0.5).to(tl.int32)
             + (tl.load(plane + loc - 1, mask=il, other=0).to(tl.float32) > 0.5).to(tl.int32)
@@ -161,7 +162,6 @@ def _encode_kernel(lv_ptr, e_ptr, ec_ptr, cum_ptr, ytab_ptr, ctab_ptr,
                 nd = at & (ty + 1 < ch)
                 nl = at & (zero + tx > 0)
                 nr = at & (tx + 1 < cw)
-                kept = nu.to(tl.int32) + nd.to(tl.int32) + nl.to(tl.int32) + nr.to(tl.int32)
                 for kk in range(M):
                     k = M - 1 - kk
                     bit = tl.load(ec_img + k * HWC + loc, mask=at, other=0.0).to(tl.float32) > 0.5
@@ -169,15 +169,7 @@ def _encode_kernel(lv_ptr, e_ptr, ec_ptr, cum_ptr, ytab_ptr, ctab_ptr,
                     s = tl.where(zero + k > 0, 1 + pb.to(tl.int32), 0)
                     sp = tl.zeros([BLOCK], tl.int32)
                     if part == 1:
-                        ones = ((tl.load(ec_img + k * HWC + loc - WC, mask=nu, other=0.0).to(tl.float32) > 0.5)
-                                .to(tl.int32)
-                                + (tl.load(ec_img + k * HWC + loc + WC, mask=nd, other=0.0).to(tl.float32) > 0.5)
-                                .to(tl.int32)
-                                + (tl.load(ec_img + k * HWC + loc - 1, mask=nl, other=0.0).to(tl.float32) > 0.5)
-                                .to(tl.int32)
-                                + (tl.load(ec_img + k * HWC + loc + 1, mask=nr, other=0.0).to(tl.float32) > 0.5)
-                                .to(tl.int32))
-                        sp = 4 * ones + kept
+                        sp = _neighbours(ec_img + k * HWC, loc, WC, nu, nd, nl, nr)
                     p1 = tl.load(ctab_ptr + (((part * M + k) * 3 + s) * 25 + sp), mask=at, other=32768)
                     x, wp = _enc_bit(x, wp, row, p1.to(tl.int64), bit, at)
     # ---- Y codes, reverse order: part 1, then part 0
@@ -215,7 +207,7 @@ def _encode_kernel(lv_ptr, e_ptr, ec_ptr, cum_ptr, ytab_ptr, ctab_ptr,
                         idn = act & (k < kd)
                         il = act & (k < kl)
                         ir = act & (k < kr)
-                        sp = _y_neighbours(e_img + k * HW, loc, W, iu, idn, il, ir)
+                        sp = _neighbours(e_img + k * HW, loc, W, iu, idn, il, ir)
                     p1 = tl.load(ytab_ptr + ((((part * N + k) * L + q) * 3 + s) * 25 + sp), mask=act, other=32768)
                     x, wp = _enc_bit(x, wp, row, p1.to(tl.int64), bit, act)
     # ---- importance levels, reverse raster; context (up, left), L outside the lane
@@ -327,7 +319,7 @@ def _decode_kernel(data_ptr, start_ptr, end_ptr, cum_ptr, ytab_ptr, ctab_ptr,
                         idn = act & (k < kd)
                         il = act & (k < kl)
                         ir = act & (k < kr)
-                        sp = _y_neighbours(y_img + k * HW, loc, W, iu, idn, il, ir)
+                        sp = _neighbours(y_img + k * HW, loc, W, iu, idn, il, ir)
                     p1 = tl.load(ytab_ptr + ((((part * N + k) * L + q) * 3 + s) * 25 + sp), mask=act, other=32768)
                     b, x, pos, bad = _dec_bit(x, pos, bad, data_ptr, end, p1.to(tl.int64), act)
                     tl.store(y_img + k * HW + loc, b.to(y_ptr.dtype.element_ty), mask=act)
@@ -354,21 +346,12 @@ def _decode_kernel(data_ptr, start_ptr, end_ptr, cum_ptr, ytab_ptr, ctab_ptr,
                 nd = at & (ty + 1 < ch)
                 nl = at & (zero + tx > 0)
                 nr = at & (tx + 1 < cw)
-                kept = nu.to(tl.int32) + nd.to(tl.int32) + nl.to(tl.int32) + nr.to(tl.int32)
                 prev = tl.zeros([BLOCK], tl.int32)
                 for k in range(M):
                     s = tl.where(zero + k > 0, 1 + prev, 0)
                     sp = tl.zeros([BLOCK], tl.int32)
                     if part == 1:
-                        ones = ((tl.load(c_img + k * HWC + loc - WC, mask=nu, other=0).to(tl.float32) > 0.5)
-                                .to(tl.int32)
-                                + (tl.load(c_img + k * HWC + loc + WC, mask=nd, other=0).to(tl.float32) > 0.5)
-                                .to(tl.int32)
-                                + (tl.load(c_img + k * HWC + loc - 1, mask=nl, other=0).to(tl.float32) > 0.5)
-                                .to(tl.int32)
-                                + (tl.load(c_img + k * HWC + loc + 1, mask=nr, other=0).to(tl.float32) > 0.5)
-                                .to(tl.int32))
-                        sp = 4 * ones + kept
+                        sp = _neighbours(c_img + k * HWC, loc, WC, nu, nd, nl, nr)
                     p1 = tl.load(ctab_ptr + (((part * M + k) * 3 + s) * 25 + sp), mask=at, other=32768)
                     b, x, pos, bad = _dec_bit(x, pos, bad, data_ptr, end, p1.to(tl.int64), at)
                     tl.store(c_img + k * HWC + loc, b.to(c_ptr.dtype.element_ty), mask=at)
