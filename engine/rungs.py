@@ -162,8 +162,8 @@ class Rungs:
         r = self.loaded.get(q.quality)
         if r is None:
             coding = self.codings.get(q.quality, decode)
-            kw = {"compile": self.compile} if self.compile != "off" else {}
-            runner = make_runner(q, self.backend, self.device, threads=self.threads, precision=self.precision, **kw)
+            runner = make_runner(q, self.backend, self.device, threads=self.threads, precision=self.precision,
+                                 compile=self.compile)
             r = self.loaded[q.quality] = Rung(q, coding, runner)
         return r
 

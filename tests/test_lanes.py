@@ -22,6 +22,14 @@ def random_tables(rng, n, L, m) -> Tables:
                   rng.integers(1, 65536, (2, m, 1, 3, 25)).astype(np.uint16))
 
 
+def extreme_tables(p: int, n: int, L: int, m: int) -> Tables:
+    """Every code probability at ``p`` (1 or 2^16 - 1: the state arithmetic's limits),
+    map rows of one heavy symbol."""
+    row = np.array([65536 - 3, 1, 1, 1], np.uint32)
+    return Tables(np.tile(row, (L + 1, L + 1, 1)), np.full((2, n, L, 3, 25), p, np.uint16),
+                  np.full((2, m, 1, 3, 25), p, np.uint16))
+
+
 def packed_of(levels, yd, cd, n, L) -> Packed:
     """Dense bits -> the bit path's Packed record (kept Y bits only, location-major)."""
     g = n // (L - 1)
@@ -81,9 +89,7 @@ def test_extreme_probabilities_round_trip():
     n, L, m = 6, 4, 2
     cfg = ModelConfig(n=n, levels=L, m=m)
     for p in (1, 65535):
-        row = np.array([65536 - 3, 1, 1, 1], np.uint32)
-        tables = Tables(np.tile(row, (L + 1, L + 1, 1)), np.full((2, n, L, 3, 25), p, np.uint16),
-                        np.full((2, m, 1, 3, 25), p, np.uint16))
+        tables = extreme_tables(p, n, L, m)
         lv, yd, cd = random_case(rng, n, L, m, side=10)
         ref = lanes_reference.encode(lv, yd, cd, n, L, tables, 4)
         (nat,) = lanes.encode(cfg, tables, [packed_of(lv, yd, cd, n, L)], [False], 4)

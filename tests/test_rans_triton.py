@@ -18,7 +18,7 @@ from engine import bitstream, lanes, lanes_reference, stages
 from engine.entropy import Tables
 from engine.model import ModelConfig
 from kernels import pack_triton, reference
-from test_lanes import body_of, masked, packed_of, random_case, random_tables
+from test_lanes import body_of, extreme_tables, masked, packed_of, random_case, random_tables
 
 needs_native = pytest.mark.skipif(lanes.native() is None, reason="engine.rans_native is not built (pip install -e .)")
 
@@ -96,9 +96,7 @@ def test_extreme_probabilities(device):
     n, L, m = 6, 4, 2
     cfg = ModelConfig(n=n, levels=L, m=m)
     for p in (1, 65535):
-        row = np.array([65536 - 3, 1, 1, 1], np.uint32)
-        tables = Tables(np.tile(row, (L + 1, L + 1, 1)), np.full((2, n, L, 3, 25), p, np.uint16),
-                        np.full((2, m, 1, 3, 25), p, np.uint16))
+        tables = extreme_tables(p, n, L, m)
         case = random_case(rng, n, L, m, side=8)
         nat = lanes.encode(cfg, tables, [packed_of(*case, n, L)], [False], 4)
         assert triton_encode([case], [False], tables, n, L, m, 4, device, as_float=False) == nat
