@@ -2,6 +2,7 @@
 
   python -m engine compress IMG|DIR|GLOB... -o OUTDIR [--quality Q] [--batch N] [--entropy rans|context|none]
                                            [--max-bytes N | --target-bpp BPP] [--ray [ADDRESS]]
+                                           [--roi MASK|MASKDIR [--roi-boost K]]
   python -m engine decompress FILE|DIR|GLOB... -o OUTDIR [--batch N]
   python -m engine info FILE... [--json]
 
@@ -81,6 +82,12 @@ def _parser():
                                    "and --effort when given)")
             size.add_argument("--target-bpp", type=float, default=None, metavar="BPP",
                               help="the same, at most BPP bits per pixel")
+            p.add_argument("--roi", default=None, metavar="MASK",
+                           help="region of interest: a mask image (mode L or 1, nonzero = inside) for one input, "
+                                "or a folder of masks named like the inputs (by file stem; inputs without one "
+                                "are coded without ROI)")
+            p.add_argument("--roi-boost", type=float, default=None, metavar="K",
+                           help="raise the importance logits under the mask by K (default 2.0)")
             p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                            help="encode on a Ray cluster (pip install -e '.[ray]'): ADDRESS, 'auto', or none "
                                 "for RAY_ADDRESS / a local Ray; same bytes as without")
@@ -196,6 +203,10 @@ def run(args) -> int:
     target = dict(max_bytes=args.max_bytes, target_bpp=args.target_bpp) if comp else {}
     if comp and args.quality is not None and (args.max_bytes is not None or args.target_bpp is not None):
         raise ValueError("--quality and --max-bytes / --target-bpp exclude each other: a target size chooses the quality")
+    if comp and args.roi_boost is not None and args.roi is None:
+        raise ValueError("--roi-boost needs --roi (the mask it boosts)")
+    if comp and args.roi is not None and args.ray is not None:
+        raise ValueError("--roi is not supported with --ray yet: run without --ray")
     if comp and args.ray is not None:        # the same compress_iter, run by Ray actors (engine/ray_data.py)
         from .ray_data import RayCompressor
         codec = RayCompressor(args.ray, quality=args.quality, entropy=args.entropy, effort=args.effort, **kw)
@@ -206,6 +217,19 @@ def run(args) -> int:
         codec.close()
         print(f"error: no input matched {' '.join(args.inputs)}", file=sys.stderr)
         return 2
+    masks = None
+    if comp and args.roi is not None:       # checked before anything is written
+        from .roi import check_boost, masks_for
+        try:
+            check_boost(args.roi_boost)
+            found, unmasked = masks_for(args.roi, files)
+        except ValueError:
+            codec.close()
+            raise
+        masks = dict(zip(files, found))
+        if unmasked and not args.quiet:
+            print(f"note: {unmasked} of {len(files)} inputs have no mask in {args.roi}: coded without ROI",
+                  file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[Path, str]]
@@ -230,6 +254,8 @@ def run(args) -> int:
 
     # One stream over every input: the network and the entropy coder stay overlapped
     # across batches, and at most a window of inputs is held in memory.
+    if masks is not None:
+        target.update(roi=[masks[f] for f, _ in todo], roi_boost=args.roi_boost)
     if comp:
         results = codec.compress_iter((f for f, _ in todo), batch_size=args.batch, errors="return", **target)
     else:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import bitstream, checkpoint, lanes, scheduler, stages, target, tiling
+from . import roi as roi_mod     # the name roi is the compress calls' argument
 from . import entropy_pool as entropy_pools     # the name entropy_pool is the constructor's argument
 from .executors import CUDA, InlineExecutor, StreamExecutor
 from .imageio import COLOR_GRAY, check_batch, max_pixels_setting, to_rgb
@@ -167,37 +168,52 @@ class Codec:
         return InlineExecutor(self.runner.device, self.timer), pool
 
     # ------------------------------------------------------------------ encode
-    def compress(self, img, max_bytes: int | None = None, target_bpp: float | None = None) -> bytes:
+    def compress(self, img, max_bytes: int | None = None, target_bpp: float | None = None, roi=None,
+                 roi_boost: float | None = None) -> bytes:
         """One image -> file bytes at this codec's quality and effort.  With ``max_bytes``
         or ``target_bpp`` (bits per pixel of the image's own size): the best file that
         fits, over the model's encodable rungs, and this codec's effort when it is > 0
-        (engine/target.py); :class:`~engine.errors.TargetSizeError` when none fits."""
+        (engine/target.py); :class:`~engine.errors.TargetSizeError` when none fits.
+        ``roi``: a region of interest (engine/roi.py): an HxW bool/uint8 mask, a PIL
+        ``L`` image or its path (nonzero = inside), or a float boost map; its importance
+        logits are raised by ``roi_boost`` (default engine.roi.DEFAULT_BOOST for a mask,
+        1 x the map).  The file is an ordinary file; a bad mask is an ImageError."""
+        roi_mod.check_call(roi, roi_boost)
         if max_bytes is None and target_bpp is None:
-            return self._encode(img, self.rung, self.effort)
-        return self._fit(img, max_bytes, target_bpp)
+            return self._encode(img, self.rung, self.effort, roi, roi_boost)
+        return self._fit(img, max_bytes, target_bpp, roi, roi_boost)
 
-    def _encode(self, img, rung, effort: int) -> bytes:
+    def _encode(self, img, rung, effort: int, roi=None, roi_boost=None) -> bytes:
         ex, pool = self._inline()
         opts = self if effort == self.effort else _OtherEffort(self, effort)
-        (data,) = scheduler.compress_iter(opts, rung, [img], ex, pool, batch_size=1)
+        (data,) = scheduler.compress_iter(opts, rung, [img], ex, pool, batch_size=1,
+                                          rois=None if roi is None else iter([roi]), roi_boost=roi_boost)
         return data
 
-    def _fit(self, img, max_bytes, target_bpp) -> bytes:
+    def _fit(self, img, max_bytes, target_bpp, roi=None, roi_boost=None) -> bytes:
         target.check(max_bytes, target_bpp)
         rgb, color = to_rgb(img, self.max_pixels)      # read once: every try codes these pixels
         src = rgb[:, :, :1] if color == COLOR_GRAY else rgb
         h, w = rgb.shape[:2]
-        return target.fit(lambda q, e: self._encode(src, self.rungs.get(q), e),
+        if isinstance(roi, BaseException):             # the caller's own error for this item's mask
+            raise roi
+        boost = roi_mod.prepare(roi, roi_boost, h, w)  # checked once: every try codes this boost
+        return target.fit(lambda q, e: self._encode(src, self.rungs.get(q), e, boost),
                           checkpoint.qualities(self.model_name, self.root), self.effort,
                           target.limit_bytes(max_bytes, target_bpp, w, h), w * h, f"a {w}x{h} image")
 
-    def _fit_iter(self, images, errors: str, max_bytes, target_bpp, progress):
+    def _fit_iter(self, images, errors: str, max_bytes, target_bpp, progress, rois=None, roi_boost=None):
         target.check(max_bytes, target_bpp)
-        for img in images:
+        for i, img in enumerate(images):
+            mask = None
+            if rois is not None:
+                mask = next(rois, _NO_MASK)
+                if mask is _NO_MASK:
+                    raise ValueError(f"roi has fewer masks than images: none for image {i}")
             try:
                 if isinstance(img, BaseException):     # the caller's own error for this item
                     raise img
-                data = self._fit(img, max_bytes, target_bpp)
+                data = self._fit(img, max_bytes, target_bpp, mask, roi_boost)
             except Exception as exc:  # noqa: BLE001 - reported per item
                 if errors == "raise":
                     raise
@@ -208,21 +224,26 @@ class Codec:
 
     def compress_iter(self, images, batch_size: int = 8, errors: str = "raise", workers: int | None = None,
                       progress=None, pipeline: dict | None = None, executor=None, window: int | None = None,
-                      max_bytes: int | None = None, target_bpp: float | None = None):
+                      max_bytes: int | None = None, target_bpp: float | None = None, roi=None,
+                      roi_boost: float | None = None):
         """Images (any iterable) -> bytes, in order, identical to :meth:`compress` one by
         one; at most ``window`` (default max(4 x batch_size, 16)) images are held.
         ``errors="return"`` yields the exception in a failed item's place.  With
         ``max_bytes`` / ``target_bpp``, each image's best file that fits, one image at a
-        time (see :meth:`compress`)."""
+        time (see :meth:`compress`).  ``roi``: one mask for every image, or an iterable
+        of masks in step with ``images`` (None: no ROI for that image); ``roi_boost`` for
+        all.  A bad mask is its image's error."""
         scheduler.check_errors(errors)
         check_batch(images)
+        roi_mod.check_call(roi, roi_boost)
+        rois = roi_mod.requests(roi, len(images) if hasattr(images, "__len__") else None)
         if max_bytes is not None or target_bpp is not None:
-            yield from self._fit_iter(images, errors, max_bytes, target_bpp, progress)
+            yield from self._fit_iter(images, errors, max_bytes, target_bpp, progress, rois, roi_boost)
             return
         ex = executor or self.executor(pipeline)
         with self.entropy_workers(ex.kind == "streams", workers) as pool:
             yield from scheduler.compress_iter(self, self.rung, images, ex, pool, batch_size, errors, window,
-                                               progress)
+                                               progress, rois, roi_boost)
 
     def compress_batch(self, images, batch_size: int = 8, errors: str = "raise", **kw) -> list:
         """Many images -> list of bytes, identical to :meth:`compress` one by one.
@@ -253,6 +274,9 @@ class Codec:
 
     def decompress_batch(self, blobs, batch_size: int = 8, errors: str = "raise", **kw) -> list:
         return list(self.decompress_iter(blobs, batch_size, errors, **kw))
+
+
+_NO_MASK = object()
 
 
 class _OtherEffort:

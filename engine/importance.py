@@ -48,3 +48,14 @@ def soft_mask(p: torch.Tensor, n: int, levels: int) -> torch.Tensor:
     ramp = torch.clamp(p * levels - r + 1, 0.0, 1.0)
     hard = channel_mask(quantize_levels(p, levels), n, levels).to(p.dtype)
     return hard + ramp - ramp.detach()
+
+
+def boost(p: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Importance ``p`` with its logit raised by ``b`` (broadcast to p; regions of interest,
+    engine/roi.py): ``sigmoid(logit(p) + b)`` where ``b`` != 0, ``p`` itself (the same
+    values, bit for bit) where ``b`` == 0.  Computed in float32, returned in p's dtype."""
+    pf = p.float()
+    # logit of a saturated sigmoid output: p is clamped into float32's open (0, 1) first
+    pc = pf.clamp(1e-30, 1 - 2.0 ** -24)
+    raised = torch.sigmoid(torch.log(pc) - torch.log1p(-pc) + b.to(pf.dtype))
+    return torch.where(b != 0, raised, pf).to(p.dtype)

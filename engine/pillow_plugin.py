@@ -9,6 +9,7 @@ again with options for the codecs it makes (``backend``, ``device``, ``root``,
     im = Image.open("x.hnlc")          # size and mode from the header; nothing decoded yet
     im.load()                          # decodes (so does any pixel access)
     im.save("y.hnlc", quality=4, effort=3)     # or max_bytes= / target_bpp=; entropy=, model=
+    im.save("z.hnlc", roi=mask, roi_boost=2)   # a region of interest (engine/roi.py)
 
 Colour files open in mode ``RGB``, grayscale files in ``L``; ``im.info`` holds the
 file's ``hnlc_model``, ``hnlc_quality`` and ``hnlc_version``.  Saving is
@@ -95,10 +96,11 @@ class HnlcDecoder(ImageFile.PyDecoder):
 def save_handler(im, fp, filename) -> None:
     """``im.save(..., format="HNLC")`` / a ``.hnlc`` name: the file is encoded whole
     before anything is written.  Options: quality, effort, max_bytes, target_bpp,
-    entropy, model; Pillow's other save options do not apply and are ignored."""
+    entropy, model, roi, roi_boost; Pillow's other save options do not apply and are ignored."""
     info = im.encoderinfo
     codec = codec_for(**{k: info.get(k) for k in SETTINGS})
-    fp.write(codec.compress(im, max_bytes=info.get("max_bytes"), target_bpp=info.get("target_bpp")))
+    fp.write(codec.compress(im, max_bytes=info.get("max_bytes"), target_bpp=info.get("target_bpp"),
+                            roi=info.get("roi"), roi_boost=info.get("roi_boost")))
 
 
 def register(**codec_options) -> None:

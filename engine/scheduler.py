@@ -23,13 +23,14 @@ from collections import defaultdict, deque
 from concurrent.futures import Future
 from typing import Iterable, Iterator
 
-from . import stages
+from . import roi, stages
 from .entropy_pool import done
 from .executors import runner_max_batch
 from .imageio import to_rgb
 from .planes import padded_size
 
 ERRORS = ("raise", "return")
+_NO_MASK = object()
 
 
 def check_errors(errors: str) -> str:
@@ -143,46 +144,56 @@ def _last(buckets: _Buckets, run, executor, out: _Results) -> Iterator:
 
 
 def compress_iter(opts, rung, images: Iterable, executor, pool, batch_size: int = 8, errors: str = "raise",
-                  window: int | None = None, progress=None) -> Iterator:
+                  window: int | None = None, progress=None, rois=None, roi_boost=None) -> Iterator:
     """Images -> file bytes in input order (or, with ``errors="return"``, the exception
-    in a failed item's place).  ``opts``: the codec's settings (engine/stages.py)."""
+    in a failed item's place).  ``opts``: the codec's settings (engine/stages.py).
+    ``rois``: None, or an iterator of each image's region-of-interest mask (None for
+    none; engine/roi.py), boosted by ``roi_boost``; a bad mask is its item's error."""
     mult = rung.q.config.multiple
     window, out, buckets, chunk_size = _start(opts, executor, batch_size, errors, window, progress, "encode")
 
     def run(items: list) -> None:
         def enqueue(lane):
-            rgbs = [rgb for _, rgb, _ in items]
+            rgbs = [rgb for _, rgb, _, _ in items]
             ycc = stages.stage_images(lane, rgbs, mult, stages.lazy_planes(opts, rung, rgbs, mult))
             bits = stages.encode_chunk(opts, rung, lane, ycc, [r.shape[:2] for r in rgbs],
-                                       [c for _, _, c in items])
+                                       [c for _, _, c, _ in items], [b for _, _, _, b in items])
             del ycc
             host = stages.bits_to_host(lane, bits)
 
             def finish():
                 coded = host.lanes()
                 if coded is not None:       # entropy-coded on the device: the container only
-                    for (i, rgb, color), c in zip(items, coded):
+                    for (i, rgb, color, _), c in zip(items, coded):
                         out.put(i, stages.container(rung.coding, c, rgb.shape[0], rgb.shape[1], color, pool.timer))
                     return
-                for (i, rgb, color), pk in zip(items, host.packed()):
+                for (i, rgb, color, _), pk in zip(items, host.packed()):
                     out.put(i, pool.serialize(rung.coding, pk, rgb.shape[0], rgb.shape[1], color,
                                               opts.entropy_mode))
             return finish
-        executor.submit([i for i, _, _ in items], enqueue)
+        executor.submit([i for i, _, _, _ in items], enqueue)
 
     try:
         for i, img in enumerate(images):
             out.seen = i + 1
+            mask = None
+            if rois is not None:
+                mask = next(rois, _NO_MASK)
+                if mask is _NO_MASK:
+                    raise ValueError(f"roi has fewer masks than images: none for image {i}")
             try:
                 if isinstance(img, BaseException):     # the caller's own error for this item (a read failed)
                     raise img
                 rgb, color = to_rgb(img, opts.max_pixels)
+                if isinstance(mask, BaseException):    # the caller's own error for this item's mask
+                    raise mask
+                boost = roi.prepare(mask, roi_boost, *rgb.shape[:2])
             except Exception as exc:  # noqa: BLE001 - reported per item
                 out.put(i, exc)
             else:
                 H, W = padded_size(*rgb.shape[:2], mult)
                 key = (H // mult, W // mult)
-                for chunk in buckets.add(key, (i, rgb, color), chunk_size(key, rung, H, W)):
+                for chunk in buckets.add(key, (i, rgb, color, boost), chunk_size(key, rung, H, W)):
                     run(chunk)
             yield from out.drain()
         yield from _last(buckets, run, executor, out)

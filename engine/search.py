@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from . import entropy, importance
+from . import roi as roi_mod     # the name roi is run()'s argument
 from .color import ycbcr_to_rgb
 from .model import CodecNet, binarize
 
@@ -272,21 +273,28 @@ class CodeSearch:
         return torch.tensor(np.array(rows), dtype=like.dtype, device=like.device)[:, :, None, None]
 
     # ------------------------------------------------------------------ search
-    def run(self, ycc: torch.Tensor, sizes, effort: int, gray=None):
+    def run(self, ycc: torch.Tensor, sizes, effort: int, gray=None, roi=None):
         """ycc (B, 3, H, W) padded network input; sizes [(h, w)] of each image's own
-        pixels; -> (e, p, ec) hard codes in the bit path's input form, and a stats dict."""
+        pixels; -> (e, p, ec) hard codes in the bit path's input form, and a stats dict.
+        ``roi``: per image None or an :class:`engine.roi.RoiBoost`: the search starts from
+        the boosted importance logits and weighs each pixel's squared error by the ROI's
+        weight (1 + k inside a mask boosted by k); the MS-SSIM term stays unweighted."""
         effort = check_effort(effort)
         cfg = self.cfg
         B = ycc.shape[0]
         gray = [False] * B if gray is None else list(gray)
         with torch.no_grad():
             e0, logit0, ec0 = self.net.encoder.features(ycc)
+            boost = roi_mod.stack(roi, *logit0.shape[-2:])
+            if boost is not None:
+                logit0 = logit0 + torch.from_numpy(boost).to(logit0.device, logit0.dtype)
             # gray inputs are Y only (their chroma is neutral), so the target is that too
             gmask = torch.tensor(gray, device=ycc.device).view(B, 1, 1, 1) if any(gray) else None
             target = self._rgb(ycc, gmask)
         weight = torch.zeros_like(ycc[:, :1])
         for i, (h, w) in enumerate(sizes):
-            weight[i, :, :h, :w] = 1
+            r = roi[i] if roi else None
+            weight[i, :, :h, :w] = 1 if r is None else torch.from_numpy(r.weights()).to(weight.device, weight.dtype)
         npix = [h * w for h, w in sizes]
 
         ey = e0.detach().clone().requires_grad_(True)

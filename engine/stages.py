@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import bitstream, entropy, lanes, lanes_reference, tiling
+from . import bitstream, entropy, importance, lanes, lanes_reference, roi, tiling
 from .errors import BitstreamError
 from .imageio import COLOR_GRAY
 from .planes import LazyPlanes, padded_size, postprocess_tensor, preprocess_tensor
@@ -108,31 +108,46 @@ def searcher(rung):
     return rung.search
 
 
-def latents(opts, rung, lane, ycc: torch.Tensor, sizes: list, colors: list):
+def latents(opts, rung, lane, ycc: torch.Tensor, sizes: list, colors: list, boosts: list | None = None):
     """The encoder's sigmoid outputs (e, p, ec) for a chunk of padded planes, in tiles
     when :func:`needs_tiles`; with ``opts.effort`` > 0 the searched codes instead
-    (``sizes``: each image's (h, w))."""
+    (``sizes``: each image's (h, w)).  ``boosts``: per image None or an
+    :class:`engine.roi.RoiBoost`: its logit boost is added to ``p`` here, after any
+    runner and before the levels are made, so every backend's files get it (with the
+    search, the search starts from the boosted map and weighs the region's error)."""
     H, W = ycc.shape[-2:]
     tiled = needs_tiles(opts, rung, H, W, "encoder")
     if opts.effort == 0:
         if tiled:
             halo = tiling.encoder_halo(rung.q.config)
             tile = tiling.tile_for_runner(opts.tile_size, halo, tiling.runner_max_side(rung.runner, "encoder"))
-            return tiling.encode_tiled(rung.runner.encode, ycc, tile, halo)
-        return rung.runner.encode(ycc)
+            e, p, ec = tiling.encode_tiled(rung.runner.encode, ycc, tile, halo)
+        else:
+            e, p, ec = rung.runner.encode(ycc)
+        b = boost_grid(boosts, p)
+        return (e, p, ec) if b is None else (e, importance.boost(p, b), ec)
     if tiled:
         raise ValueError(f"effort > 0 searches whole images and this one ({W}x{H} padded) is over "
                          f"tile_pixels={opts.tile_pixels}: use effort=0 or a larger tile_pixels")
     search = searcher(rung)
     gray = [c == COLOR_GRAY for c in colors]
+    boosts = list(boosts) if boosts else [None] * len(sizes)
     # On CUDA a chunk is searched as one batch; on the CPU one image at a time,
     # which costs no speed there and keeps a batch's bytes equal to one image's.
     step = len(sizes) if ycc.device.type == "cuda" else 1
     out = []
     with lane.stage("search"):
         for s in range(0, len(sizes), step):
-            out.append(search.run(ycc[s:s + step], sizes[s:s + step], opts.effort, gray=gray[s:s + step])[:3])
+            out.append(search.run(ycc[s:s + step], sizes[s:s + step], opts.effort, gray=gray[s:s + step],
+                                  roi=boosts[s:s + step])[:3])
     return tuple(torch.cat(t) for t in zip(*out))
+
+
+def boost_grid(boosts: list | None, p: torch.Tensor) -> torch.Tensor | None:
+    """Per image None or a RoiBoost -> (B, 1, h, w) float32 logit boosts on p's grid and
+    device (0 where an image has none), or None when no image has one."""
+    grid = roi.stack(boosts, *p.shape[-2:])
+    return None if grid is None else torch.from_numpy(grid).to(p.device)
 
 
 def codes_on_device(opts) -> bool:
@@ -149,13 +164,14 @@ class DeviceCoded:
     geo: object
 
 
-def encode_chunk(opts, rung, lane, ycc: torch.Tensor, sizes: list, colors: list):
+def encode_chunk(opts, rung, lane, ycc: torch.Tensor, sizes: list, colors: list, boosts: list | None = None):
     """Planes -> bits on the device: the bit path's device buffers ``(levels, ynbits,
     ybuf, cnbits, cbuf)`` (Triton) or, for the torch bit path, Packed records; with
-    :func:`codes_on_device`, the coded lanes (:class:`DeviceCoded`)."""
+    :func:`codes_on_device`, the coded lanes (:class:`DeviceCoded`).  ``boosts``: each
+    image's region of interest (None or an engine.roi.RoiBoost), see :func:`latents`."""
     cfg = rung.q.config
     with lane.stage("network"):
-        e, p, ec = latents(opts, rung, lane, ycc, sizes, colors)
+        e, p, ec = latents(opts, rung, lane, ycc, sizes, colors, boosts)
     if codes_on_device(opts):
         from kernels import rans_triton
         with lane.stage("entropy"):
