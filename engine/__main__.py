@@ -1,5 +1,7 @@
 """Command line: ``python -m engine compress|decompress ...``.
 
+  hnlc compress photo.png -o photo.hnlc                (hnlc: the console script; the same CLI)
+  hnlc decompress photo.hnlc -o photo.png
   python -m engine compress IMG|DIR|GLOB... -o OUTDIR [--quality Q] [--batch N] [--entropy rans|context|none]
                                            [--max-bytes N | --target-bpp BPP] [--ray [ADDRESS]]
                                            [--roi MASK|MASKDIR [--roi-boost K]]
@@ -52,13 +54,15 @@ class _Interrupts:
 
 
 def _parser():
-    ap = argparse.ArgumentParser(prog="python -m engine", description=__doc__,
+    prog = "hnlc" if Path(sys.argv[0]).name == "hnlc" else "python -m engine"   # the console script, or -m
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("compress", "decompress"):
         p = sub.add_parser(name)
         p.add_argument("inputs", nargs="+", help="files, folders or glob patterns")
-        p.add_argument("-o", "--out", required=True, help="output folder")
+        p.add_argument("-o", "--out", required=True,
+                       help=f"output folder; for one input file, a file name ending in {EXT if name == 'compress' else '.png'}")
         p.add_argument("--model", default=None)
         p.add_argument("--model-dir", default=None, help="folder holding model folders (default: shipped)")
         p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
@@ -149,9 +153,10 @@ def _written_by_codec(dst: Path, comp: bool) -> tuple[bool, str | None]:
         return False, None
 
 
-def _plan(files: list[Path], out: Path, comp: bool, force: bool):
+def _plan(files: list[Path], out: Path, comp: bool, force: bool, name: str | None = None):
     """Inputs -> (todo [(input, output)], skipped count, failures [(input, message)]),
-    in input order.  The same file named twice is one input."""
+    in input order.  The same file named twice is one input.  ``name``: the output's
+    file name in ``out`` (one input, -o a file)."""
     ext = EXT if comp else ".png"
     seen: dict[Path, Path] = {}
     by_dst: dict[Path, list] = {}
@@ -159,7 +164,7 @@ def _plan(files: list[Path], out: Path, comp: bool, force: bool):
         key = f.resolve()
         if key not in seen:
             seen[key] = f
-            dst = out / (f.stem + ext)
+            dst = out / (name or f.stem + ext)
             by_dst.setdefault(dst.resolve(), []).append((f, dst))
     todo, skipped, failures = [], 0, []
     for rdst, group in by_dst.items():
@@ -230,10 +235,14 @@ def run(args) -> int:
         if unmasked and not args.quiet:
             print(f"note: {unmasked} of {len(files)} inputs have no mask in {args.roi}: coded without ROI",
                   file=sys.stderr)
-    out = Path(args.out)
+    try:
+        out, name = _destination(args.out, args.inputs, files, comp)
+    except ValueError:
+        codec.close()
+        raise
     out.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[Path, str]]
-    todo, skipped, failures = _plan(files, out, comp, args.force)
+    todo, skipped, failures = _plan(files, out, comp, args.force, name)
     from tqdm import tqdm
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not todo, file=sys.stderr)
     t0 = time.perf_counter()
@@ -297,6 +306,18 @@ def run(args) -> int:
     return 2 if failures else 0
 
 
+def _destination(out_arg: str, inputs: list[str], files: list[Path], comp: bool) -> tuple[Path, str | None]:
+    """-o -> (output folder, output file name or None).  -o names the output file when it
+    ends in the output's extension (.hnlc / .png) and is not a folder, and the one input
+    is a file (``hnlc compress photo.png -o photo.hnlc``); else it is a folder (created)."""
+    out, ext = Path(out_arg), EXT if comp else ".png"
+    if out.suffix.lower() != ext or out.is_dir():
+        return out, None
+    if len(inputs) != 1 or len(files) != 1 or not Path(inputs[0]).is_file():
+        raise ValueError(f"-o {out_arg} names one output file: give one input file, or an output folder")
+    return out.parent, out.name
+
+
 def _size_of(data: bytes) -> tuple[int, int]:
     import struct
     k = data[8]
@@ -332,7 +353,8 @@ def main(argv=None) -> int:
             signal.signal(signal.SIGINT, signal.SIG_IGN if argv is None else previous)
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The ``hnlc`` command ([project.scripts]) and ``python -m engine``."""
     rc = main()
     if rc == 130:
         # Interrupted: leave without the interpreter's shutdown.  A Ctrl-C that went
@@ -342,3 +364,7 @@ if __name__ == "__main__":
         sys.stderr.flush()
         os._exit(rc)
     sys.exit(rc)
+
+
+if __name__ == "__main__":
+    console()
