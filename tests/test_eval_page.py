@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from PIL import Image
 
 from engine import eval as ev
 
-TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT.parent / "shared" / "data" / "train"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -193,3 +195,21 @@ def test_page_in_a_real_browser(tiny_eval, tmp_path):
     px = np.asarray(shot.convert("L"), dtype=np.float32)
     assert px.shape[0] > 500 and px.std() > 20, "blank screenshot"
     assert (px < 128).mean() > 0.02, "the screenshot shows almost nothing dark: no text or images drawn"
+
+
+def test_readme_main_command_leaves_the_tree_clean():
+    """The README's main command writes its results and page where git does not track
+    them (runs/); the recorded reference in bench/results/ is not rewritten (#27)."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    lines = [ln for ln in (ROOT / "README.md").read_text().splitlines()
+             if ln.startswith("python3 -m venv") and "python -m engine.eval" in ln]
+    assert len(lines) == 1, lines
+    args = lines[0].split("python -m engine.eval", 1)[1].split("&&")[0].split()
+    outs = {a: args[i + 1] for i, a in enumerate(args) if a in ("--json", "--plot", "--html")}
+    assert set(outs) == {"--json", "--plot", "--html"}, args
+    written = [*outs.values(), str(Path(outs["--json"]).with_suffix(".md")), outs["--html"] + "/index.html"]
+    for path in written:
+        assert not path.startswith("bench/results")
+        r = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
+        assert r.returncode == 0, f"{path} is not ignored by git: the main command would dirty the tree"
