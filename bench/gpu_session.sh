@@ -12,7 +12,7 @@
 #   networks (the CUDA default), nvJPEG in the same run -- torch.compile with CUDA graphs
 #   against eager (bench.throughput --compile), and the stage timeline.
 # Phase 2: two training runs side by side until DEADLINE seconds after the start
-#   (A: warm start from the shipped weights; B: the larger 'medium' config from scratch,
+#   (A: the standing run, bench/standing.sh, continued from its committed snapshot; B: the larger 'medium' config from scratch,
 #   bench/gpu_train.sh), while the correctness
 #   checks run beside them (compiled Triton kernel tests, CUDA pipeline tests, runner
 #   parity torch CPU vs CUDA fp32/fp16 and torch vs Triton bit path on Kodak files).
@@ -98,8 +98,12 @@ echo "=== [$(el)s] training for $MIN minutes"
 COMMON=(--data .carry/train --split .carry/split.json --config small --distortion mse --lam 0.05
         --target-bpp 0.45 --batch 64 --patch 128 --steps 1000000 --minutes "$MIN" --log-every 250
         --save-every 1000 --bias-range 2.0)
-$PY -m engine.train "${COMMON[@]}" --out "$RUNS/A" --init engine/checkpoints/small/weights.safetensors \
-    --lr 2e-4 --warmup 100 --rate-warmup 1 --seed 1 > "$RUNS/A.log" 2>&1 &
+# A continues the standing run (bench/standing.sh, issue #24): its committed snapshot, its config
+# (small16) and its colour-mixed batches; bf16 autocast + channels_last + cudnn.benchmark on CUDA.
+# Bring A.safetensors home and continue on the CPU with bench/standing.sh (RUN folder with it as --init).
+$PY -m engine.train "${COMMON[@]}" --config small16 --out "$RUNS/A" --init bench/standing/weights.safetensors \
+    --colour-boost 0.2 --colour-drawn 0.2 --val-every 2000 \
+    --lr 1.5e-4 --warmup 100 --rate-warmup 1 --seed 1 > "$RUNS/A.log" 2>&1 &
 PA=$!
 # B: the larger config from scratch (bench/gpu_train.sh, CI-tested on the CPU with CONFIG=tiny)
 CONFIG=${B_CONFIG:-medium} MINUTES="$MIN" DATA=.carry/train SPLIT=.carry/split.json OUT="$RUNS/B" PY=$PY \

@@ -56,6 +56,9 @@ class ModelConfig:
 CONFIGS = {
     "tiny": ModelConfig(n=15, levels=4, m=4, c1=8, c2=8, c3=16, cc=8, blocks=1),
     "small": ModelConfig(),
+    # The small model with twice the colour codes (16 bits per 16x16 block): 8 codes
+    # cannot name enough colours for a flat saturated region (issue #29).
+    "small16": ModelConfig(m=16),
     # A larger config for a lent GPU's 10-minute run (bench/gpu_train.sh): more Y
     # channels and wider trunks; ~4x the small model's work per pixel.
     "medium": ModelConfig(n=90, levels=16, m=8, c1=48, c2=96, c3=160, cc=64, blocks=3),
@@ -214,6 +217,33 @@ class CodecNet(nn.Module):
         c = cfg.m / 256.0
         mp = torch.log2(torch.tensor(float(cfg.levels))) / 64.0
         return y + c + mp
+
+
+def widen_state_dict(src: dict, like: dict) -> tuple[dict, list[str]]:
+    """Warm start a wider network from a narrower one's weights (e.g. small -> small16).
+
+    Tensors of equal shape are copied.  A tensor that grew keeps the narrow one in its
+    leading slice; the new part keeps ``like``'s fresh initialisation along the output
+    dimension (new codes start as random functions of the features) and is zeroed along
+    the input dimension (the decoder ignores new codes until training teaches it to
+    read them), so the widened network starts out computing what the narrow one did."""
+    out, widened = {}, []
+    for k, ref in like.items():
+        if k not in src:
+            raise KeyError(f"warm start: {k} is missing from the source weights")
+        t = src[k]
+        if t.shape == ref.shape:
+            out[k] = t
+            continue
+        if t.dim() != ref.dim() or any(a > b for a, b in zip(t.shape, ref.shape)):
+            raise ValueError(f"warm start: {k} is {tuple(t.shape)}, cannot widen to {tuple(ref.shape)}")
+        w = ref.detach().clone()
+        if w.dim() > 1 and t.shape[1] < w.shape[1]:
+            w[:, t.shape[1]:] = 0
+        w[tuple(slice(0, n) for n in t.shape)] = t
+        out[k] = w
+        widened.append(k)
+    return out, widened
 
 
 def n_params(model: nn.Module) -> int:

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import cpu
 from .checkpoint import save_weights
 from .color import rgb_to_ycbcr
-from .data import CropSampler, DeviceCropSampler, list_images, load_split, split
-from .model import CONFIGS, CodecNet, n_params
+from .data import ColourMixSampler, CropSampler, DeviceCropSampler, list_images, load_split, split
+from .model import CONFIGS, CodecNet, n_params, widen_state_dict
 
 
 def psnr(a, b) -> torch.Tensor:
@@ -34,16 +35,75 @@ def psnr(a, b) -> torch.Tensor:
     return 10 * torch.log10(1 / mse)
 
 
+# MS-SSIM over 4 scales (Wang et al.'s weights for the first four, renormalised): 128-pixel
+# training patches are too small for the fifth.
+MSSSIM_WEIGHTS = [0.0448, 0.2856, 0.3001, 0.2363]
+
+
 def loss_fn(net, rec, ycc, m, m0, args, lam):
     err = rec - ycc
     # The paper's L_D is L1; MSE is what PSNR measures (Li et al. use it) and is
     # offered for a PSNR-oriented fine-tune.  Lower --lam with it: MSE is ~20x smaller.
     d = (err.abs() if args.distortion == "l1" else err.square()).mean((0, 2, 3))
     dist = d[0] + args.gamma * (d[1] + d[2])
+    if args.distortion == "msssim":
+        # Led by MS-SSIM on RGB; the YCbCr MSE term (chroma weighted by --gamma) keeps
+        # flat colours right, where MS-SSIM is blind to a uniform shift of hue.
+        from pytorch_msssim import ms_ssim
+
+        from .color import ycbcr_to_rgb
+        w = torch.tensor(MSSSIM_WEIGHTS, device=rec.device) / sum(MSSSIM_WEIGHTS)
+        ms = ms_ssim(ycbcr_to_rgb(rec).clamp(0, 1), ycbcr_to_rgb(ycc).clamp(0, 1), data_range=1.0, weights=w)
+        dist = (1 - ms) + args.msssim_mse * dist
     rate = net.rate_bpp(m)
     rate0 = net.rate_bpp(m0)
     loss = dist + lam * torch.relu(rate0 - args.target_bpp)
     return loss, dist, rate, rate0
+
+
+def resolve_precision(choice: str, dev: torch.device) -> str:
+    """auto: bf16 on CUDA and on CPUs with bf16 matrix units, fp32 elsewhere."""
+    if choice != "auto":
+        return choice
+    if dev.type == "cuda":
+        return "bf16"
+    return "bf16" if dev.type == "cpu" and cpu.has_bf16_matrix() else "fp32"
+
+
+class Validator:
+    """PSNR-RGB and raw bpp on the held-out training images (centre crops), at three map
+    offsets spanning the ladder: the learning curve a run is judged by."""
+
+    BIASES = (-1.5, -0.5, 0.5)
+
+    def __init__(self, paths, dev, side: int = 256):
+        from .data import load_rgb
+        crops = []
+        for p in paths:
+            im = load_rgb(p)
+            h, w = im.shape[:2]
+            s = min(side, h, w) // 16 * 16
+            y, x = (h - s) // 2, (w - s) // 2
+            crops.append(torch.from_numpy(np.ascontiguousarray(im[y:y + s, x:x + s])).permute(2, 0, 1).float() / 255)
+        self.crops, self.dev = crops, dev
+
+    @torch.no_grad()
+    def __call__(self, net, amp: bool) -> dict:
+        from .color import ycbcr_to_rgb
+        net.eval()
+        res = {}
+        for b in self.BIASES:
+            mse, bpp = [], []
+            for rgb in self.crops:
+                rgb = rgb[None].to(self.dev)
+                with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=amp):
+                    rec, m, _ = net(rgb_to_ycbcr(rgb), b)
+                out = (ycbcr_to_rgb(rec.float()).clamp(0, 1) * 255).round() / 255
+                mse.append(float(((out - rgb) ** 2).mean()))
+                bpp.append(float(net.rate_bpp(m.float())))
+            res[f"psnr@{b:+g}"] = round(float(np.mean([10 * np.log10(1 / max(e, 1e-12)) for e in mse])), 4)
+            res[f"bpp_raw@{b:+g}"] = round(float(np.mean(bpp)), 4)
+        return res
 
 
 def main(argv=None):
@@ -57,7 +117,9 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--min-lr-frac", type=float, default=0.05)
-    ap.add_argument("--distortion", default="l1", choices=["l1", "mse"], help="per-plane distortion in L_D")
+    ap.add_argument("--distortion", default="l1", choices=["l1", "mse", "msssim"],
+                    help="per-plane distortion in L_D; msssim: 1 - MS-SSIM(RGB) + --msssim-mse x the MSE term")
+    ap.add_argument("--msssim-mse", type=float, default=10.0, help="weight of the YCbCr MSE term beside MS-SSIM")
     ap.add_argument("--init", help="warm start: weights.safetensors of an earlier run of the same config "
                     "(fresh optimizer and schedule)")
     ap.add_argument("--gamma", type=float, default=1.0, help="chroma weight in L_D")
@@ -76,6 +138,15 @@ def main(argv=None):
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="autocast dtype of the forward pass: auto = bf16 on CUDA and on CPUs with bf16 "
+                    "matrix units (AMX), fp32 elsewhere")
+    ap.add_argument("--colour-boost", type=float, default=0.0,
+                    help="fraction of patches with permuted channels and boosted saturation (issue #29)")
+    ap.add_argument("--colour-drawn", type=float, default=0.0,
+                    help="fraction of patches replaced by drawn saturated shapes on plain backgrounds")
+    ap.add_argument("--val-every", type=int, default=0,
+                    help="every N steps: PSNR-RGB and raw bpp on the held-out training images (val.jsonl)")
     args = ap.parse_args(argv)
 
     random.seed(args.seed)
@@ -91,8 +162,10 @@ def main(argv=None):
     cfg = CONFIGS[args.config]
     net = CodecNet(cfg).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    amp = dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    precision = resolve_precision(args.precision, dev)
+    amp = precision == "bf16"
+    # bf16 keeps fp32's exponent range: no loss scaling (the scaler is a no-op when disabled).
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
     step = 0
     state_path = out / "state.pt"
     if state_path.exists():
@@ -106,8 +179,10 @@ def main(argv=None):
         print(f"resumed from step {step}", flush=True)
     elif args.init:
         from safetensors.torch import load_file
-        net.load_state_dict(load_file(args.init))
-        print(f"initialized from {args.init}", flush=True)
+        sd, widened = widen_state_dict(load_file(args.init), net.state_dict())
+        net.load_state_dict(sd)
+        print(f"initialized from {args.init}" + (f" (widened: {', '.join(widened)})" if widened else ""),
+              flush=True)
 
     if args.split:
         train_paths, val_paths = load_split(args.split, args.data)
@@ -116,13 +191,22 @@ def main(argv=None):
     (out / "split.json").write_text(json.dumps({"train": [p.name for p in train_paths],
                                                 "val": [p.name for p in val_paths]}, indent=1))
     t0 = time.time()
-    sampler = (DeviceCropSampler(train_paths, args.patch, args.seed + step, dev) if dev.type == "cuda"
-               else CropSampler(train_paths, args.patch, args.seed + step))
+    if args.colour_boost or args.colour_drawn:
+        sampler = ColourMixSampler(train_paths, args.patch, args.seed + step, args.colour_boost, args.colour_drawn)
+    elif dev.type == "cuda":
+        sampler = DeviceCropSampler(train_paths, args.patch, args.seed + step, dev)
+    else:
+        sampler = CropSampler(train_paths, args.patch, args.seed + step)
+    channels_last = dev.type == "cuda" or amp
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: pick the fastest conv algorithms once
+    if channels_last:  # the layout oneDNN's bf16 (AMX) and cuDNN's tensor-core kernels want
         net = net.to(memory_format=torch.channels_last)
+    # A device run may carry only the training part (bench/gpu_carry.py): validate on what is here.
+    present = [p for p in val_paths if p.exists()]
+    validator = Validator(present, dev) if args.val_every and present else None
     print(f"{len(sampler.images)} training images loaded in {time.time() - t0:.0f}s; "
-          f"{n_params(net)} parameters; device {dev}", flush=True)
+          f"{n_params(net)} parameters; device {dev}; precision {precision}", flush=True)
 
     budget = args.minutes * 60.0
     t_start = time.time()
@@ -151,13 +235,16 @@ def main(argv=None):
         bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True, mininterval=5, disable=not sys.stderr.isatty())
     except ImportError:  # pragma: no cover
         bar = None
+    if validator and step == 0:  # where the run starts from (a warm start's own score)
+        with open(out / "val.jsonl", "a") as vf:
+            vf.write(json.dumps({"step": 0, "patches_seen": 0, **validator(net, False)}) + "\n")
     net.train()
     last = step >= args.steps or out_of_time()
     while not last:
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         rgb = sampler.batch(args.batch).to(dev, non_blocking=True)
-        if dev.type == "cuda":
+        if channels_last:
             rgb = rgb.contiguous(memory_format=torch.channels_last)
         ycc = rgb_to_ycbcr(rgb)
         bias = (torch.rand(args.batch, 1, 1, 1, device=dev) * 2 - 1) * args.bias_range
@@ -192,6 +279,11 @@ def main(argv=None):
             (bar.write(msg) if bar else print(msg, flush=True))
             acc = {k: 0.0 for k in acc}; acc["n"] = 0
             t_last = time.time()
+        if validator and (step % args.val_every == 0 or last):
+            with open(out / "val.jsonl", "a") as vf:
+                vf.write(json.dumps({"step": step, "patches_seen": step * args.batch,
+                                     **validator(net, False)}) + "\n")
+            net.train()
         if step % args.save_every == 0 or last:
             tmp = out / "state.pt.tmp"
             torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
@@ -201,7 +293,8 @@ def main(argv=None):
             save_weights(net, out / "weights.safetensors")
             (out / "train.json").write_text(json.dumps({
                 "config": json.loads(cfg.to_json()), "args": vars(args), "step": step,
-                "patches_seen": step * args.batch, "machine": f"{platform.machine()} {platform.processor()} "
+                "patches_seen": step * args.batch, "precision": precision,
+                "machine": f"{platform.machine()} {cpu.cpu_name()} "
                 f"{os.cpu_count()} cpus, torch {torch.__version__}, device {dev}"
                 + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
                 "wall_seconds_this_invocation": round(time.time() - t_start, 1),
