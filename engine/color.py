@@ -27,6 +27,66 @@ def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", m, rgb) + off
 
 
+# The engine's planes (engine/planes.py) are converted from uint8 pixels in chunks of
+# about this many pixels on the CPU: three planes of it stay below torch's intra-op
+# grain size (32768 elements), so each op runs on the calling thread (splitting small
+# ops across threads cost 7x more than it gained on this 2-core VM while it was busy)
+# and the temporaries stay in cache.  Other devices take larger chunks (fewer
+# launches).  The values do not depend on it (tests/test_pipeline.py).
+CHUNK_PIXELS = {"cpu": 1 << 13}
+CHUNK_PIXELS_OTHER = 1 << 22
+_M32 = RGB2YCC.float().double().tolist()     # the float32 matrix, each entry exact in float64
+_OFF32 = _OFFSET.float().tolist()
+
+
+def rgb8_to_ycbcr(rgb: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """(h, w, 3) uint8 RGB -> ``out``, a (3, h, w) float32 YCbCr view it writes (and returns).
+
+    The engine's encoder planes: the same values on every device, vector width, crop
+    and chunking, by construction (issue #28, item 12).  Each value is exactly the
+    float32 fused multiply-add chain ``fma(b, m2, fma(g, m1, r * m0)) + offset`` (r, g,
+    b: the pixel / 255 in float32; m: the float32 matrix), which is what the einsum in
+    :func:`rgb_to_ycbcr` computes in its vector body on AVX2 and AVX-512, so files did
+    not change.  It is computed elementwise in a fixed order: ``r * m0`` in float32
+    (correctly rounded), each further product in float64 (exact: 24 x 24 bits) added in
+    float64 and rounded to float32; for every one of the 2^24 pixels that double
+    rounding gives the fused operation's value (checked exhaustively in
+    tests/test_pipeline.py).  A matrix product instead sums in an order that depends on
+    the CPU's vector width and the tensor's shape: a crop and the whole image were one
+    ulp apart on AVX-512."""
+    h, w = rgb.shape[:2]
+    if h == 0 or w == 0:
+        return out
+    dev = rgb.device
+    rows = max(1, CHUNK_PIXELS.get(dev.type, CHUNK_PIXELS_OTHER) // w)
+    n = min(rows, h) * w
+    x32 = torch.empty((3, n), dtype=torch.float32, device=dev)
+    x64 = torch.empty((2, n), dtype=torch.float64, device=dev)
+    t = torch.empty(n, dtype=torch.float64, device=dev)
+    p = torch.empty(n, dtype=torch.float64, device=dev)
+    f = torch.empty(n, dtype=torch.float32, device=dev)
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        shape, k = (r1 - r0, w), (r1 - r0) * w
+        x = x32[:, :k].view(3, *shape)
+        x.copy_(rgb[r0:r1].permute(2, 0, 1)).div_(255)           # the pixel / 255, float32
+        g, b = x64[:, :k].view(2, *shape).copy_(x[1:])             # g, b in float64 (exact)
+        tt, pp, ff = t[:k].view(shape), p[:k].view(shape), f[:k].view(shape)
+        for i, (m0, m1, m2) in enumerate(_M32):
+            torch.mul(x[0], m0, out=ff)          # r * m0, float32: = fma(r, m0, 0)
+            tt.copy_(ff)
+            torch.mul(g, m1, out=pp)             # exact
+            tt.add_(pp)
+            ff.copy_(tt)                         # = fma(g, m1, r * m0)
+            tt.copy_(ff)
+            torch.mul(b, m2, out=pp)             # exact
+            tt.add_(pp)
+            o = out[i, r0:r1]
+            o.copy_(tt)                          # = fma(b, m2, ...)
+            o.add_(_OFF32[i])                    # + the offset, float32
+    return out
+
+
 def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`rgb_to_ycbcr` (no clamping)."""
     m = YCC2RGB.to(ycc.dtype).to(ycc.device)

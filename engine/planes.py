@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .color import rgb_to_ycbcr, ycbcr_to_rgb
+from .color import rgb8_to_ycbcr, ycbcr_to_rgb
 
 
 def padded_size(h: int, w: int, multiple: int) -> tuple[int, int]:
@@ -26,10 +26,11 @@ def preprocess(rgb: np.ndarray, multiple: int, device="cpu") -> torch.Tensor:
     return preprocess_tensor(torch.from_numpy(rgb).to(device), multiple)
 
 
-# The colour conversions run in row strips of about this many pixels, written into the
-# one output tensor: a whole-image conversion holds several full-size float32
-# temporaries (1.2 GB each at 10000x10000).  The ops are per pixel, so strips give
-# the same values (tests/test_pipeline.py, tests/test_golden.py).
+# The decoder's colour conversion runs in row strips of about this many pixels, written
+# into the one output tensor: a whole-image conversion holds several full-size float32
+# temporaries (1.2 GB each at 10000x10000).  (The encoder's, :func:`rgb8_to_ycbcr`,
+# works in its own small chunks, elementwise in a fixed order: the same values for any
+# crop, chunk, device and vector width, tests/test_pipeline.py.)
 STRIP_PIXELS = 1 << 20
 
 
@@ -44,9 +45,7 @@ def preprocess_tensor(rgb: torch.Tensor, multiple: int) -> torch.Tensor:
     h, w = rgb.shape[:2]
     H, W = padded_size(h, w, multiple)
     ycc = torch.empty((1, 3, H, W), dtype=torch.float32, device=rgb.device)
-    for r0, r1 in _strips(h, w):
-        x = rgb[r0:r1].permute(2, 0, 1)[None].float().div_(255)
-        ycc[:, :, r0:r1, :w] = rgb_to_ycbcr(x)
+    rgb8_to_ycbcr(rgb, ycc[0, :, :h, :w])
     if W > w:        # replicate padding: the last column, then the last row (corner included)
         ycc[:, :, :h, w:] = ycc[:, :, :h, w - 1:w]
     if H > h:
@@ -59,8 +58,9 @@ class LazyPlanes:
 
     A tiled encode reads its planes tile by tile; holding them whole costs 1.2 GB of
     float32 at 10000x10000 (issue #13).  ``crop`` gives exactly the values of the
-    same crop of :func:`preprocess_tensor` (the conversion is per pixel, and the
-    replicate padding is the edge pixel's own value: tests/test_pipeline.py)."""
+    same crop of :func:`preprocess_tensor` by construction: both convert with
+    :func:`rgb8_to_ycbcr`, elementwise in a fixed order, and the replicate padding is
+    the edge pixel's own value (tests/test_pipeline.py)."""
 
     def __init__(self, rgb: torch.Tensor, multiple: int):
         self.rgb = rgb
@@ -75,8 +75,7 @@ class LazyPlanes:
         a, b = min(r1, self.h), min(s1, self.w)
         out = torch.empty((1, 3, r1 - r0, s1 - s0), dtype=torch.float32, device=self.device)
         if r0 < a and s0 < b:
-            x = self.rgb[r0:a, s0:b].permute(2, 0, 1)[None].float().div_(255)
-            out[:, :, :a - r0, :b - s0] = rgb_to_ycbcr(x)
+            rgb8_to_ycbcr(self.rgb[r0:a, s0:b], out[0, :, :a - r0, :b - s0])
         if s1 > self.w and r0 < a:     # columns past the image: its last column (converted on its own if not in the crop)
             edge = out[:, :, :a - r0, b - s0 - 1:b - s0] if s0 < b else self._col(r0, a)
             out[:, :, :a - r0, max(b, s0) - s0:] = edge
@@ -86,8 +85,9 @@ class LazyPlanes:
         return out
 
     def _col(self, r0: int, r1: int) -> torch.Tensor:
-        x = self.rgb[r0:r1, self.w - 1:self.w].permute(2, 0, 1)[None].float().div_(255)
-        return rgb_to_ycbcr(x)
+        out = torch.empty((1, 3, r1 - r0, 1), dtype=torch.float32, device=self.device)
+        rgb8_to_ycbcr(self.rgb[r0:r1, self.w - 1:self.w], out[0])
+        return out
 
 
 def crop_planes(ycc, r0: int, r1: int, s0: int, s1: int) -> torch.Tensor:

@@ -492,6 +492,64 @@ def test_lazy_planes_crops_equal_the_padded_planes():
                 assert torch.equal(crop_planes(lazy, r0, r1, s0, s1), full[:, :, r0:r1, s0:s1]), (h, w, r0, r1, s0, s1)
 
 
+def _fused_chain_spec() -> np.ndarray:
+    """The encoder's colour conversion of every pixel (r, g, b) as the float32 fused
+    multiply-add chain ``fma(b, m2, fma(g, m1, r * m0)) + offset`` (engine/color.py
+    rgb8_to_ycbcr): (3, 256, 256, 256) float32.  Float64 sums stand for the fused
+    operations; asserted: no float64 sum was rounded onto a float32 value or a
+    midpoint between two, the only places where rounding twice (to float64, then
+    float32) can differ from rounding once."""
+    from engine.color import _OFF32, RGB2YCC
+    m = RGB2YCC.numpy().astype(np.float32)
+    x = np.arange(256, dtype=np.float32) / np.float32(255)
+    assert np.array_equal(x, torch.arange(256, dtype=torch.uint8).float().div_(255).numpy())
+    x64 = x.astype(np.float64)
+
+    def fused(t32, p):               # round32(t32 + p), p exact in float64
+        s = t32.astype(np.float64) + p
+        bb = s - t32
+        err = (t32 - (s - bb)) + (p - bb)          # TwoSum: s + err == t32 + p exactly
+        s32 = s.astype(np.float32)
+        sn, qn = s[err != 0], s32[err != 0]          # the inexact float64 sums
+        q = qn.astype(np.float64)
+        lo = np.nextafter(qn, np.float32(-np.inf)).astype(np.float64)
+        hi = np.nextafter(qn, np.float32(np.inf)).astype(np.float64)
+        assert not ((sn == q) | (sn == (q + lo) / 2) | (sn == (q + hi) / 2)).any()
+        return s32
+
+    out = np.empty((3, 256, 256, 256), np.float32)
+    for i in range(3):
+        rg = fused((x * m[i, 0])[:, None], (x64 * np.float64(m[i, 1]))[None, :])   # (r, g)
+        pb = (x64 * np.float64(m[i, 2]))[None, None, :]
+        for r0 in range(0, 256, 32):
+            out[i, r0:r0 + 32] = fused(rg[r0:r0 + 32, :, None], pb) + np.float32(_OFF32[i])
+    return out
+
+
+def test_encoder_colour_is_the_fused_chain_for_every_pixel():
+    """Issue #28, item 12: the encoder's planes are one fixed function of the pixel.
+    All 2^24 RGB values (a 4096x4096 image) against the spec above, and the same
+    values from other chunkings, crops and a non-contiguous input."""
+    import engine.color as color
+    v = np.arange(256, dtype=np.uint8)
+    every = np.empty((256, 256, 256, 3), np.uint8)
+    every[..., 0], every[..., 1], every[..., 2] = v[:, None, None], v[None, :, None], v
+    rgb = torch.from_numpy(every.reshape(4096, 4096, 3))
+    got = color.rgb8_to_ycbcr(rgb, torch.empty((3, 4096, 4096))).view(3, 256, 256, 256)
+    assert np.array_equal(got.numpy(), _fused_chain_spec())
+    part = rgb[1000:1333, 77:3077]
+    want = got.view(3, 4096, 4096)[:, 1000:1333, 77:3077]
+    old = color.CHUNK_PIXELS["cpu"]
+    try:
+        for chunk in (1, 4999, 1 << 22):
+            color.CHUNK_PIXELS["cpu"] = chunk
+            assert torch.equal(color.rgb8_to_ycbcr(part, torch.empty((3, 333, 3000))), want), chunk
+    finally:
+        color.CHUNK_PIXELS["cpu"] = old
+    assert torch.equal(color.rgb8_to_ycbcr(part.transpose(0, 1), torch.empty((3, 3000, 333))),
+                       want.transpose(1, 2))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_10000x10000_png_compress_peak_rss_under_3gb(backend, request):
