@@ -46,6 +46,11 @@ than effort 0.  The result is hard codes in the bit path's input form (e in
 {0, 1}, p at the middle of its level), so the file is an ordinary file that any
 backend decodes.
 
+With a region of interest (engine/roi.py) the search starts from the boosted
+importance logits and D weighs each pixel's squared error by the ROI's weight (1 + k
+inside a mask boosted by k; 1 / (1 - b) where a boost map lowers it), so the region's
+error costs more and its bits are worth more; the MS-SSIM term stays unweighted.
+
 Deterministic: no randomness; the same input and effort on the same backend and
 machine give the same bytes.  On CUDA, images of one size bucket are searched as
 one batch (each image's loss and Adam state are its own).
