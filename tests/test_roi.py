@@ -319,6 +319,17 @@ def test_cli_folder_of_masks_by_stem(cli, tiny_root, tmp_path):
     assert "c.png" in err and "3x3" in err and "1 of 3 inputs have no mask" in err
 
 
+def test_cli_roi_with_max_bytes(cli, tiny_root, tmp_path):
+    Image.fromarray(_img()).save(tmp_path / "a.png")
+    Image.fromarray(_mask()).save(tmp_path / "m.png")
+    limit = len(_codec(tiny_root, quality=2).compress(_img(), roi=_mask()))
+    rc, err = cli("compress", tmp_path / "a.png", "-o", tmp_path / "out", "--roi", tmp_path / "m.png",
+                  "--max-bytes", limit)
+    assert rc == 0, err
+    assert (tmp_path / "out" / "a.hnlc").read_bytes() == _codec(tiny_root).compress(_img(), roi=_mask(),
+                                                                                    max_bytes=limit)
+
+
 def test_cli_refusals_write_nothing(cli, tmp_path):
     for name in ("a", "b"):
         Image.fromarray(_img()).save(tmp_path / f"{name}.png")
