@@ -47,6 +47,7 @@ class Browser:
         def child():
             os.dup2(cmd_r, 3)        # dup2 leaves 3 and 4 inheritable: they survive the exec
             os.dup2(res_w, 4)
+        self._log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen([binary or find_chromium(), *FLAGS, "--remote-debugging-pipe",
                                       f"--user-data-dir={profile_dir}", "about:blank"],
@@ -94,10 +95,19 @@ class Browser:
         try:
             reply = q.get(timeout=self.timeout)
         except queue.Empty:
-            raise TimeoutError(f"no reply to {method} in {self.timeout} s") from None
+            raise TimeoutError(f"no reply to {method} in {self.timeout} s{self._log_tail()}") from None
         if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error']}")
+            raise RuntimeError(f"{method}: {reply['error']}{self._log_tail()}")
         return reply.get("result", {})
+
+    def _log_tail(self) -> str:
+        """The browser's last log lines, for a failure message."""
+        try:
+            self._log.flush()
+            with open(self._log_path, "rb") as f:
+                return "\nchromium log:\n" + f.read()[-2000:].decode(errors="replace")
+        except OSError:
+            return ""
 
     def wait_event(self, method: str, session: str | None = None, since: int = 0) -> dict:
         deadline = time.monotonic() + self.timeout
