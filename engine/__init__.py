@@ -5,6 +5,7 @@
     data = codec.compress("photo.png")
     rgb = codec.decompress(data)
 """
+from . import forksafe  # noqa: F401 - forked children set torch to one thread (engine/forksafe.py)
 from .errors import BitstreamError, EngineError, ImageError, ImageTooLargeError, TargetSizeError  # noqa: F401
 
 __version__ = "0.1.0"

@@ -8,15 +8,23 @@
   python -m engine decompress FILE|DIR|GLOB... -o OUTDIR [--batch N]
   python -m engine info FILE... [--json]
 
-Outputs are written atomically (temp file + rename).  An existing output that
-the codec wrote for this input is skipped (so an interrupted run resumes where it
-stopped); --force rewrites outputs the codec wrote.  A file the codec did not
+Outputs are written atomically (temp file + rename; a new output is published only
+if no other run wrote it meanwhile).  An existing output that the codec wrote for
+this input with these settings is skipped (so an interrupted run resumes where it
+stopped): a decoded PNG carries its source's SHA-256, and a compressed file has a
+record in OUTDIR/.hnlc-sources/ (the SHA-256 of the input, the settings and the
+model, and of the file written); an output made from another input or with other
+settings is reported and kept, and --force rewrites it.  --force rewrites outputs
+the codec wrote.  A file the codec did not
 write (no HNLC magic, or a PNG without the codec's provenance chunk) is never
 overwritten, not even with --force, and neither is an input.  Inputs whose
 outputs would collide (a.png and a.jpg, d1/a.png and d2/a.png) are refused, all
 of them, naming each other.  A bad input is reported and the others still go
 through.  Errors: one line each on stderr.  Exit codes: 0 all done (or already
-done), 2 any input failed or was refused, or nothing matched; 130 interrupted.
+done), 2 any input failed or was refused, or nothing matched; 130 interrupted
+(SIGINT), 143 terminated (SIGTERM): finished outputs are complete and no temp file
+is left; temp files of a run killed outright (SIGKILL) are removed by the next run
+into that folder.
 """
 from __future__ import annotations
 
@@ -34,17 +42,26 @@ EXT = ".hnlc"
 # replace it; a rerun skips it when it came from the same file).
 PNG_SOURCE_KEY = "HNLC-source"
 PNG_SHA_KEY = "HNLC-source-sha256"
+# Compressed outputs cannot carry their provenance (the format has no room for it):
+# OUTDIR/RECORDS/<sha256 of the output's name>.json says which input and settings made
+# each one, and the SHA-256 of the bytes written.
+RECORDS = ".hnlc-sources"
+# Folder inputs: the extensions compress takes (Pillow reads them all; a GIF's first
+# frame), the rest are listed in a note.
+COMPRESS_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
 
 
 class _Interrupts:
-    """Ctrl-C as a flag as well as a KeyboardInterrupt: Python drops an exception
+    """Ctrl-C (and SIGTERM) as a flag as well as a KeyboardInterrupt: Python drops an exception
     raised inside a weakref or import-lock callback ("Exception ignored in ..."), so
     the raise alone can be lost mid-import; the output loop checks the flag too."""
     seen = False
+    signum = None
 
     @classmethod
     def handler(cls, signum, frame):
         cls.seen = True
+        cls.signum = signum
         raise KeyboardInterrupt
 
     @classmethod
@@ -103,13 +120,18 @@ def _parser():
     return ap
 
 
-def _expand(inputs: list[str], exts) -> list[Path]:
+def _expand(inputs: list[str], exts, skipped: list | None = None) -> list[Path]:
+    """Files, folders (their files with one of ``exts``; the others go to ``skipped``)
+    and glob patterns -> input paths."""
     import glob
     out = []
     for s in inputs:
         p = Path(s)
         if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in exts)
+            files = sorted(q for q in p.iterdir() if q.is_file())
+            out += [q for q in files if q.suffix.lower() in exts]
+            if skipped is not None:
+                skipped += [q for q in files if q.suffix.lower() not in exts]
         elif any(c in s for c in "*?[") and not p.exists():
             out += sorted(Path(g) for g in glob.glob(s) if Path(g).is_file())
         else:
@@ -117,11 +139,17 @@ def _expand(inputs: list[str], exts) -> list[Path]:
     return out
 
 
+def _text(name: str) -> str:
+    """A file name as text for a PNG chunk or a record: bytes that are not UTF-8 (a
+    name decoded with surrogate escapes) become backslash escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _png(rgb, source: str = "", sha: str = "") -> bytes:
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
     info = PngInfo()
-    info.add_text(PNG_SOURCE_KEY, source)
+    info.add_text(PNG_SOURCE_KEY, _text(source))
     info.add_text(PNG_SHA_KEY, sha)
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG", pnginfo=info)
@@ -139,12 +167,15 @@ def _sha256(path: Path) -> str | None:
 
 def _written_by_codec(dst: Path, comp: bool) -> tuple[bool, str | None]:
     """Did the codec write this existing output?  -> (yes, the source's SHA-256 for a PNG).
-    Anything unreadable or unrecognised counts as not written by the codec."""
-    from .imageio import open_regular
+    Anything unreadable or unrecognised counts as not written by the codec (a file
+    that starts with HNLC but has no valid header, too)."""
+    from .bitstream import HEADER_MAX, peek
+    from .imageio import MAX_SIDE, open_regular
     try:
         with open_regular(dst) as f:
             if comp:
-                return f.read(4) == b"HNLC", None
+                peek(f.read(HEADER_MAX), MAX_SIDE * MAX_SIDE)
+                return True, None
             from PIL import Image
             with Image.open(f, formats=["PNG"]) as im:
                 sha = im.info.get(PNG_SHA_KEY)
@@ -153,10 +184,63 @@ def _written_by_codec(dst: Path, comp: bool) -> tuple[bool, str | None]:
         return False, None
 
 
-def _plan(files: list[Path], out: Path, comp: bool, force: bool, name: str | None = None):
+def _record_path(out: Path, name: str) -> Path:
+    return out / RECORDS / (hashlib.sha256(os.fsencode(name)).hexdigest()[:40] + ".json")
+
+
+def _read_record(out: Path, name: str) -> dict | None:
+    import json
+
+    from .imageio import open_regular
+    try:
+        with open_regular(_record_path(out, name)) as f:
+            rec = json.loads(f.read(1 << 16))
+        return rec if isinstance(rec, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _write_record(out: Path, name: str, source: Path, key: str, data: bytes) -> None:
+    """The record of a compressed output: what made it (``key``: the SHA-256 of the input's
+    SHA-256, the settings and the model) and the SHA-256 of the bytes written."""
+    import json
+
+    from .checkpoint import atomic_write_bytes
+    (out / RECORDS).mkdir(exist_ok=True)
+    rec = {"output": _text(name), "source": _text(str(source)), "key": key,
+           "output_sha256": hashlib.sha256(data).hexdigest()}
+    atomic_write_bytes(_record_path(out, name), (json.dumps(rec, indent=1) + "\n").encode())
+
+
+def _drop_record(out: Path, name: str, key: str, data: bytes) -> None:
+    """Remove this run's record of an output it did not publish (another run's file is
+    there): left behind, it would tie that file to this input."""
+    rec = _read_record(out, name)
+    if rec and rec.get("key") == key and rec.get("output_sha256") == hashlib.sha256(data).hexdigest():
+        try:
+            _record_path(out, name).unlink()
+        except OSError:
+            pass
+
+
+def _source_key(f: Path, settings: dict, mask: Path | None = None) -> str | None:
+    """What ties a compressed output to its input: the SHA-256 of the input's bytes, the
+    settings (model and its files' hash, quality, entropy, effort, target size, ROI)
+    and the ROI mask's bytes.  None when the input cannot be read."""
+    import json
+    src = _sha256(f)
+    if src is None:
+        return None
+    roi = _sha256(mask) if isinstance(mask, Path) else None
+    return hashlib.sha256(json.dumps({"source": src, "roi": roi, **settings}, sort_keys=True).encode()).hexdigest()
+
+
+def _plan(files: list[Path], out: Path, comp: bool, force: bool, name: str | None = None, key_of=None):
     """Inputs -> (todo [(input, output)], skipped count, failures [(input, message)]),
     in input order.  The same file named twice is one input.  ``name``: the output's
-    file name in ``out`` (one input, -o a file)."""
+    file name in ``out`` (one input, -o a file).  ``key_of(input)``: compress's
+    :func:`_source_key`; an existing output is done only when its record has that key
+    and the output's bytes are the ones recorded."""
     ext = EXT if comp else ".png"
     seen: dict[Path, Path] = {}
     by_dst: dict[Path, list] = {}
@@ -179,14 +263,28 @@ def _plan(files: list[Path], out: Path, comp: bool, force: bool, name: str | Non
             failures.append((f, f"output {dst} would overwrite an input; choose another output folder"))
         elif os.path.lexists(dst):
             mine, sha = _written_by_codec(dst, comp)
-            src_sha = None if comp or mine is False else _sha256(f)
             if not mine:
                 failures.append((f, f"{dst} exists and was not written by this codec: it is never overwritten "
                                     "(not even with --force); choose another output folder"))
-            elif force or (not comp and src_sha is None):   # unreadable input: let the read report it
+                continue
+            if force:
                 todo.append((f, dst))
-            elif comp or sha == src_sha:
+                continue
+            key = key_of(f) if comp and key_of else None
+            src_sha = key if comp else _sha256(f)
+            rec = _read_record(out, dst.name) if comp else None
+            if src_sha is None:             # unreadable input: let the read report it
+                todo.append((f, dst))
+            elif not comp and sha == src_sha:
                 skipped += 1
+            elif comp and rec is not None and rec.get("key") == key:
+                if rec.get("output_sha256") == _sha256(dst):
+                    skipped += 1
+                else:                       # recorded for this input, the file is not what was written
+                    todo.append((f, dst))
+            elif comp:
+                failures.append((f, f"{dst} exists, made from another input or with other settings (or with no "
+                                    "record of its input): --force replaces it"))
             else:
                 failures.append((f, f"{dst} exists, decoded from another file: --force replaces it"))
         else:
@@ -196,8 +294,8 @@ def _plan(files: list[Path], out: Path, comp: bool, force: bool, name: str | Non
 
 def run(args) -> int:
     import engine
-    from .checkpoint import DEFAULT_MODEL, atomic_write_bytes
-    from .data import IMAGE_EXTS
+    from .bitstream import read_file
+    from .checkpoint import DEFAULT_MODEL, atomic_write_bytes, model_channels, model_fingerprint, stale_temps
     from .errors import EngineError
     from .imageio import max_pixels_setting, open_regular
 
@@ -217,7 +315,12 @@ def run(args) -> int:
         codec = RayCompressor(args.ray, quality=args.quality, entropy=args.entropy, effort=args.effort, **kw)
     else:
         codec = engine.Codec(quality=args.quality, entropy=args.entropy, effort=args.effort, **kw) if comp else engine.Codec(**kw)
-    files = _expand(args.inputs, IMAGE_EXTS if comp else {EXT})
+    not_taken: list[Path] = []
+    files = _expand(args.inputs, COMPRESS_EXTS if comp else {EXT}, not_taken if comp else None)
+    if not_taken and not args.quiet:
+        names = ", ".join(_text(q.name) for q in not_taken[:5]) + (", ..." if len(not_taken) > 5 else "")
+        print(f"note: {len(not_taken)} file{'s' * (len(not_taken) > 1)} in the input folders skipped, not "
+              f"{'/'.join(sorted(COMPRESS_EXTS))}: {names}", file=sys.stderr)
     if not files:
         codec.close()
         print(f"error: no input matched {' '.join(args.inputs)}", file=sys.stderr)
@@ -241,8 +344,26 @@ def run(args) -> int:
         codec.close()
         raise
     out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / RECORDS):     # temps of earlier runs that were killed outright
+        for t in stale_temps(folder):
+            try:
+                t.unlink()
+            except OSError:
+                pass
+    key_of = None
+    if comp:
+        settings = {"model": kw["model"], "model_sha256": model_fingerprint(kw["model"], args.model_dir),
+                    "quality": args.quality, "entropy": args.entropy, "effort": args.effort,
+                    "max_bytes": args.max_bytes, "target_bpp": args.target_bpp, "roi_boost": args.roi_boost}
+        keys: dict[Path, str | None] = {}
+
+        def key_of(f):
+            if f not in keys:
+                keys[f] = _source_key(f, settings, masks.get(f) if masks else None)
+            return keys[f]
     failures: list[tuple[Path, str]]
-    todo, skipped, failures = _plan(files, out, comp, args.force, name)
+    todo, skipped, failures = _plan(files, out, comp, args.force, name, key_of)
+    existed = {dst for _, dst in todo if os.path.lexists(dst)}     # replaced; every other output is new
     from tqdm import tqdm
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not todo, file=sys.stderr)
     t0 = time.perf_counter()
@@ -255,9 +376,14 @@ def run(args) -> int:
     def read(f):
         try:
             with open_regular(f) as fh:     # a FIFO or device is refused, not waited on
-                data = fh.read()
+                # no more than a valid file of its header can have (a 6 GB file is refused, not loaded)
+                data = read_file(fh, codec.max_pixels, lambda m: model_channels(m, args.model_dir))
         except OSError as e:
             return EngineError(f"cannot read {f}: {e.strerror or e}")
+        except EngineError as e:
+            return e
+        except MemoryError:
+            return EngineError(f"cannot read {f}: out of memory")
         shas[f] = hashlib.sha256(data).hexdigest()
         return data
 
@@ -275,22 +401,35 @@ def run(args) -> int:
         if isinstance(r, BaseException):
             failures.append((f, str(r)))
             continue
-        if os.path.lexists(dst) and not _written_by_codec(dst, comp)[0]:   # appeared while we ran
+        if dst in existed and not _written_by_codec(dst, comp)[0]:   # replaced by someone else's file while we ran
             failures.append((f, f"{dst} appeared during the run and was not written by this codec: not overwritten"))
             continue
         try:
+            src_sha = None if comp else shas.pop(f, "")
+            data = r if comp else _png(r, f.name, src_sha)
+            if comp:       # the record first: an output is never on disk without one (a kill in between)
+                _write_record(out, dst.name, f, key_of(f), data)
+            try:
+                atomic_write_bytes(dst, data, replace=dst in existed)
+            except FileExistsError:         # another run wrote this output after we planned it
+                same = (_sha256(dst) == hashlib.sha256(data).hexdigest() if comp
+                        else _written_by_codec(dst, comp) == (True, src_sha))
+                if not same:
+                    if comp:
+                        _drop_record(out, dst.name, key_of(f), data)
+                    failures.append((f, f"{dst} appeared during the run (another run wrote it from another input "
+                                        "or with other settings): not overwritten"))
+                    continue
             if comp:
-                atomic_write_bytes(dst, r)
-                nbytes_out += len(r)
+                _write_record(out, dst.name, f, key_of(f), data)    # again: a concurrent loser may have replaced it
                 w, h = _size_of(r)
                 bpps.append(len(r) * 8 / (w * h))
-            else:
-                data = _png(r, f.name, shas.pop(f, ""))
-                atomic_write_bytes(dst, data)
-                nbytes_out += len(data)
+            nbytes_out += len(data)
             done += 1
         except OSError as e:
             failures.append((f, f"cannot write {dst}: {e.strerror or e}"))
+        except Exception as e:  # noqa: BLE001 - this output fails, named; the others go on
+            failures.append((f, f"cannot write {dst}: {type(e).__name__}: {e}"))
         dt = max(time.perf_counter() - t0, 1e-9)
         bar.set_postfix_str(f"{(k + 1) / dt:.2f} img/s, {nbytes_out / dt / 1e6:.2f} MB/s out", refresh=False)
     bar.close()
@@ -329,8 +468,11 @@ def main(argv=None) -> int:
     import threading
     on_main = threading.current_thread() is threading.main_thread()
     _Interrupts.seen = False
+    _Interrupts.signum = None
     if on_main:
         previous = signal.signal(signal.SIGINT, _Interrupts.handler) or signal.SIG_DFL
+        # SIGTERM the same way (issue #28): the temp file being written is removed
+        previous_term = signal.signal(signal.SIGTERM, _Interrupts.handler) or signal.SIG_DFL
     try:
         args = _parser().parse_args(argv)
         from .errors import EngineError
@@ -344,6 +486,9 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     except KeyboardInterrupt:       # Ctrl-C: no traceback; finished outputs are complete, no temp files left
+        if _Interrupts.signum == signal.SIGTERM:
+            print("terminated", file=sys.stderr)
+            return 143
         print("interrupted", file=sys.stderr)
         return 130
     finally:
@@ -351,12 +496,13 @@ def main(argv=None) -> int:
             # A Ctrl-C after the work is done, while the interpreter shuts down, would
             # otherwise kill it by the signal (exit -2) with every output written.
             signal.signal(signal.SIGINT, signal.SIG_IGN if argv is None else previous)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN if argv is None else previous_term)
 
 
 def console() -> None:
     """The ``hnlc`` command ([project.scripts]) and ``python -m engine``."""
     rc = main()
-    if rc == 130:
+    if rc in (130, 143):
         # Interrupted: leave without the interpreter's shutdown.  A Ctrl-C that went
         # through a nested PyRun call (some imports make one) marks it unhandled, and
         # the shutdown would then kill the process by SIGINT instead of exiting 130.

@@ -200,6 +200,59 @@ def peek(data: bytes, max_pixels: int) -> Header:
     return Header(entropy, color, quality, model, sid, w, h, version, tile)
 
 
+# Bounded reads (issue #28): the most bytes a valid file of a given header can have.
+# Every coded symbol costs at most 16 bits (probabilities are out of 2^16 and none is
+# 0: rANS and the range coder emit at most -log2(p) bits per symbol, plus rounding);
+# 17 leaves room for that rounding.  A Y location codes its level and at most n
+# channels, a CbCr location m channels; raw packing is smaller still.
+BITS_PER_SYMBOL = 17
+SECTION_SLACK = 64          # per v1 section: the range coder's last words
+LANE_SLACK = 5 + 8          # per v2 lane: its length varint, final state, a last word
+# Without the model's config (a file naming a model not installed here): generous
+# channel counts, above every config the engine ships (n = 90 at most, m = 8).
+GENERIC_N, GENERIC_M = 128, 32
+READ_CHUNK = 1 << 20
+
+
+def max_file_bytes(h: Header, n: int | None = None, m: int | None = None, multiple: int = 16) -> int:
+    """The most bytes a valid file with header ``h`` can have, for a model with ``n`` Y
+    and ``m`` CbCr channels (None: :data:`GENERIC_N`, :data:`GENERIC_M`).  Readers
+    refuse anything longer without reading it (about 210 MB for the shipped config at
+    the 100 M pixel limit; a real file there is ~12 MB)."""
+    n = GENERIC_N if n is None else n
+    m = GENERIC_M if m is None else m
+    H, W = -(-h.height // multiple) * multiple, -(-h.width // multiple) * multiple
+    ylocs, clocs = (H // 8) * (W // 8), (H // 16) * (W // 16)
+    symbols = ylocs * (1 + n) + (0 if h.color == COLOR_GRAY else clocs * m)
+    body = -(-symbols * BITS_PER_SYMBOL // 8)
+    if h.version == VERSION_LANES and h.tile:
+        lanes = -(-(H // 8) // h.tile) * -(-(W // 8) // h.tile)
+        return HEADER_MAX + body + lanes * LANE_SLACK
+    return HEADER_MAX + body + 3 * SECTION_SLACK
+
+
+def read_file(f, max_pixels: int, channels=None) -> bytes:
+    """A whole file from a binary file object, reading no more than a valid file of its
+    header can have (:func:`max_file_bytes`): a BitstreamError for anything longer (a
+    6 GB file is refused after reading one chunk past its bound, not loaded).
+    ``channels(model)`` -> (n, m, multiple) of an installed model, or None."""
+    head = f.read(HEADER_MAX)
+    hdr = peek(head, max_pixels)
+    dims = channels(hdr.model) if channels else None
+    limit = max_file_bytes(hdr, *(dims or ()))
+    parts, size = [head], len(head)
+    while size <= limit:
+        block = f.read(min(READ_CHUNK, limit + 1 - size))
+        if not block:
+            break
+        parts.append(block)
+        size += len(block)
+    if size > limit:
+        raise BitstreamError(f"the file is over {limit} bytes, more than any valid {hdr.width}x{hdr.height} "
+                             f"file of model {hdr.model!r} can have: corrupt, or not an HNLC file")
+    return b"".join(parts)
+
+
 def header_length(h: Header) -> int:
     """Bytes before a file's sections (version 1) or lane table (version 2)."""
     return _PRE.size + len(_name(h)) + (_POST.size if h.version == VERSION else _POST2.size)

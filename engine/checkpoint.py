@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,33 +40,82 @@ def current_umask() -> int:
     return old
 
 
+# Temp files are ``.NAME.PID-XXXXXXXX.tmp``: the writer's process id lets a later run
+# remove the temps of writers that are gone (a SIGKILL leaves one behind) and leave
+# those of a live writer alone (:func:`stale_temps`).
+TEMP = re.compile(r"\..*\.(\d+)-[a-z0-9_]{8}\.tmp")
+
+
 def _temp_prefix(name: str, folder: Path) -> str:
-    """``.NAME.`` shortened so that the temp name (+ 8 random characters + ``.tmp``) fits
-    the folder's file-name limit: an output whose own name fits must not fail on its temp."""
+    """``.NAME.PID-`` shortened so that the temp name (+ 8 random characters + ``.tmp``)
+    fits the folder's file-name limit: an output whose own name fits must not fail on
+    its temp."""
     try:
         limit = os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
         limit = 255
-    room = max(1, limit - len(".") - len(".") - 8 - len(".tmp"))
+    pid = f"{os.getpid()}-"
+    room = max(1, limit - len(".") - len(".") - len(pid) - 8 - len(".tmp"))
     while len(os.fsencode(name)) > room:
         name = name[:-1]
-    return f".{name}."
+    return f".{name}.{pid}"
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True               # someone else's live process (or cannot tell): keep its temp
+    return True
+
+
+def stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Temp files of :func:`atomic_write_bytes` in ``folder`` whose writer process is
+    gone (killed between writing and renaming): safe to remove."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    out = []
+    for n in names:
+        m = TEMP.fullmatch(n)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            out.append(Path(folder) / n)
+    return out
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None, replace: bool = True) -> None:
     """Write via a temp file in the same folder + rename, so readers never see half a file.
-    The file gets the mode a plain open() would give it (0666 less the umask), not
-    mkstemp's 0600."""
+    The file gets ``mode``, else the mode a plain open() would give it (0666 less the
+    umask), not mkstemp's 0600.  ``replace=False``: publish only if ``path`` does not
+    exist, atomically (a hard link, where the file system has them), else
+    FileExistsError with ``path`` untouched -- two writers cannot both think they wrote
+    it.  The temp file is removed on any exception (SIGINT, and SIGTERM where the
+    program turns it into one, as the CLI does)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name, path.parent), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), 0o666 & ~current_umask())
+                os.fchmod(f.fileno(), (0o666 & ~current_umask()) if mode is None else mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)            # fails with FileExistsError if path exists
+        except FileExistsError:
+            raise
+        except OSError:                   # no hard links here: check, then rename (a small window)
+            if os.path.lexists(path):
+                raise FileExistsError(17, "File exists", str(path)) from None
+            os.replace(tmp, path)
+            return
+        os.unlink(tmp)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -92,12 +143,66 @@ class Quality:
     meta: dict
 
 
-def list_models() -> list[str]:
-    return sorted(p.name for p in CHECKPOINT_DIR.iterdir() if (p / "model.json").exists()) if CHECKPOINT_DIR.exists() else []
+# A model name is one identifier, never a path: a file names its model, and that name
+# must not lead outside the models' folder (issue #28).
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+META_MAX_BYTES = 1 << 20      # a model.json is a few KB
+
+
+def check_model_name(model) -> str:
+    """``model`` if it is a model name (1..64 of A-Z a-z 0-9 . _ -, starting with a
+    letter or digit), else a ValueError: no path, absolute or relative, is a name."""
+    if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):
+        raise ValueError(f"{model!r} is not a model name (1..64 letters, digits, '.', '_', '-', "
+                         "starting with a letter or digit; a model is named, never given as a path)")
+    return model
+
+
+def list_models(root: str | os.PathLike | None = None) -> list[str]:
+    """The models in ``root`` (default: the shipped ones): folders with a model.json."""
+    folder = Path(root or CHECKPOINT_DIR)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if MODEL_NAME.fullmatch(p.name) and (p / "model.json").is_file())
+
+
+def installed(model, root: str | os.PathLike | None = None) -> bool:
+    """Whether ``model`` is a model name with a model folder in ``root`` (default: the
+    shipped models).  Touches nothing outside ``root``, whatever ``model`` is."""
+    return (isinstance(model, str) and bool(MODEL_NAME.fullmatch(model))
+            and (Path(root or CHECKPOINT_DIR) / model / "model.json").is_file())
+
+
+def model_channels(model, root: str | os.PathLike | None = None) -> tuple[int, int, int] | None:
+    """(n, m, multiple) of an installed model (what bounds its files' size:
+    engine.bitstream.max_file_bytes), or None for a name that is not one."""
+    if not installed(model, root):
+        return None
+    try:
+        cfg = ModelConfig.from_dict(_read_meta(Path(root or CHECKPOINT_DIR) / model)["config"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return cfg.n, cfg.m, cfg.multiple
 
 
 def _read_meta(model_dir: Path) -> dict:
-    return json.loads((model_dir / "model.json").read_text())
+    from .imageio import open_regular
+    try:
+        with open_regular(model_dir / "model.json") as f:     # not a FIFO, a device, a folder
+            raw = f.read(META_MAX_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"cannot read {model_dir / 'model.json'}: {e.strerror or e}") from None
+    if len(raw) > META_MAX_BYTES:
+        raise ValueError(f"{model_dir / 'model.json'} is over {META_MAX_BYTES} bytes: not a model.json")
+    return json.loads(raw)
+
+
+def _weights_path(model_dir: Path, meta: dict) -> Path:
+    """The weights file a model.json names: a file name inside the model's folder."""
+    name = meta.get("weights", "weights.safetensors")
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise ValueError(f"{model_dir / 'model.json'}: weights must be a file name in the model folder, got {name!r}")
+    return model_dir / name
 
 
 def _encodable(meta: dict) -> list[int]:
@@ -108,7 +213,7 @@ def _encodable(meta: dict) -> list[int]:
 
 def qualities(model: str = DEFAULT_MODEL, root: Path | None = None, retired: bool = False) -> list[int]:
     """The qualities a codec encodes with (``retired=True``: every rung, as decoding needs)."""
-    meta = _read_meta(Path(root or CHECKPOINT_DIR) / model)
+    meta = _read_meta(Path(root or CHECKPOINT_DIR) / check_model_name(model))
     return sorted(int(q) for q in meta["qualities"]) if retired else _encodable(meta)
 
 
@@ -119,21 +224,32 @@ def weights_hasher(path: Path):
     """A sha256 object that has consumed the weights file, read and hashed once per
     process while the file is unchanged (keyed by its resolved path, size and
     modification time): every codec, rung and decode resolves its checkpoint, and a
-    shipped file is megabytes.  Returns a copy, for the caller to extend."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    h = _HASHES.get(key)
-    if h is None:
-        h = _HASHES[key] = hashlib.sha256(path.read_bytes())
+    shipped file is megabytes.  Returns a copy, for the caller to extend.  Only a
+    regular file is read (not a FIFO, or a device such as /dev/zero)."""
+    from .imageio import open_regular
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        h = _HASHES.get(key) if stat.S_ISREG(st.st_mode) else None
+        if h is None:
+            with open_regular(path) as f:        # not a FIFO, a device, a folder
+                h = hashlib.sha256()
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            _HASHES[key] = h
+    except OSError as e:
+        raise ValueError(f"cannot read the weights {path}: {e.strerror or e}") from None
     return h.copy()
 
 
 def resolve(model: str = DEFAULT_MODEL, quality: int | None = None, root: Path | None = None,
             decode: bool = False) -> Quality:
-    """A rung of a model.  Retired rungs resolve only with ``decode=True``."""
-    model_dir = Path(root or CHECKPOINT_DIR) / model
+    """A rung of a model.  Retired rungs resolve only with ``decode=True``.  ``model`` is
+    a name (:func:`check_model_name`), looked up in ``root`` (default: the shipped models)."""
+    model_dir = Path(root or CHECKPOINT_DIR) / check_model_name(model)
     if not (model_dir / "model.json").exists():
-        raise ValueError(f"unknown model {model!r}; shipped models: {list_models()}")
+        raise ValueError(f"unknown model {model!r}; {'models in ' + str(root) if root else 'shipped models'}: "
+                         f"{list_models(root)}")
     meta = _read_meta(model_dir)
     qs = _encodable(meta)
     if quality is None:
@@ -144,12 +260,24 @@ def resolve(model: str = DEFAULT_MODEL, quality: int | None = None, root: Path |
     if str(quality) not in meta["qualities"] or not isinstance(quality, int):
         raise ValueError(f"model {model!r} has qualities {qs}, not {quality!r}")
     qmeta = meta["qualities"][str(quality)]
-    weights = model_dir / meta.get("weights", "weights.safetensors")
+    weights = _weights_path(model_dir, meta)
     cfg = ModelConfig.from_dict(meta["config"])
     h = weights_hasher(weights)
     h.update(cfg.to_json().encode())
     h.update(repr(float(qmeta["imp_bias"])).encode())
     return Quality(model, quality, float(qmeta["imp_bias"]), h.hexdigest(), weights, cfg, qmeta)
+
+
+def model_fingerprint(model: str, root: Path | None = None) -> str:
+    """SHA-256 of a model's files as the codec uses them (model.json, weights, entropy
+    tables): what the CLI's records tie a compressed output to, beside its input."""
+    model_dir = Path(root or CHECKPOINT_DIR) / check_model_name(model)
+    meta = _read_meta(model_dir)
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    h.update(weights_hasher(_weights_path(model_dir, meta)).digest())
+    if (model_dir / "entropy.safetensors").is_file():
+        h.update(weights_hasher(model_dir / "entropy.safetensors").digest())
+    return h.hexdigest()
 
 
 def load_net(q: Quality) -> CodecNet:

@@ -47,7 +47,13 @@ def describe(data: bytes, codings=None, max_pixels: int | None = None) -> dict:
     codings = codings or (lambda model: rungs.Codings(model))
     try:
         cs = codings(hdr.model)
-        cs.for_header(hdr)
+        coding = cs.for_header(hdr)
+        if hdr.version == bitstream.VERSION_LANES:      # as decoding checks it (issue #28)
+            from .lanes_reference import lane_count_error
+            H, W = (-(-v // coding.config.multiple) * coding.config.multiple for v in (hdr.height, hdr.width))
+            bad = lane_count_error(len(body), H // 8, W // 8, hdr.tile)
+            if bad:
+                raise BitstreamError(bad)
         retired = cs.resolve(hdr.quality, decode=True).meta.get("retired")
         d["decodes"] = True
         d["decoder"] = {"model": hdr.model, "quality": hdr.quality, "retired": bool(retired)}
@@ -82,6 +88,8 @@ def text(name: str, d: dict) -> str:
 
 def run(args) -> int:
     """The ``info`` subcommand (engine/__main__.py parses its arguments)."""
+    from .bitstream import read_file
+    from .checkpoint import model_channels
     from .errors import EngineError
     from .imageio import max_pixels_setting, open_regular
     from .rungs import Codings
@@ -97,9 +105,14 @@ def run(args) -> int:
     records, failed = [], 0
     for name in args.files:
         try:
-            with open_regular(Path(name)) as f:
-                data = f.read()
+            with open_regular(Path(name)) as f:     # bounded: what a valid file of its header can have
+                data = read_file(f, max_pixels, lambda m: model_channels(m, args.model_dir))
             rec = {"file": name, **describe(data, codings, max_pixels)}
+        except MemoryError:
+            failed += 1
+            rec = {"file": name, "error": "out of memory"}
+            if not args.json:
+                print(f"error: {name}: out of memory", file=sys.stderr)
         except (EngineError, OSError) as e:
             failed += 1
             msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

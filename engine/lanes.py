@@ -112,10 +112,9 @@ def decode(config, tables: Tables, items: list, threads: int = 1) -> list:
     out: list = [None] * len(items)
     calls, where = [], []
     for i, (h, w, tile, body, gray) in enumerate(items):
-        want = lanes_reference.lane_count(h, w, tile)
-        if len(body) != want:
-            out[i] = BitstreamError(f"the file has {len(body)} lanes, its {w}x{h} grid in tiles of {tile} "
-                                    f"has {want}")
+        bad = lanes_reference.lane_count_error(len(body), h, w, tile)
+        if bad:
+            out[i] = BitstreamError(bad)
             continue
         calls.append((h, w, tile, body, gray))
         where.append(i)
@@ -166,9 +165,9 @@ def device_decode(config, tables: Tables, h: int, w: int, items: list, device, d
     ``device``, per-lane status, geometry), queued on the current stream."""
     from kernels import rans_triton
     for body, tile, _ in items:
-        want = lanes_reference.lane_count(h, w, tile)
-        if len(body) != want:
-            raise BitstreamError(f"the file has {len(body)} lanes, its {w}x{h} grid in tiles of {tile} has {want}")
+        bad = lanes_reference.lane_count_error(len(body), h, w, tile)
+        if bad:
+            raise BitstreamError(bad)
     return rans_triton.decode_device([b for b, _, _ in items], [t for _, t, _ in items], [g for _, _, g in items],
                                      h, w, tables, config.n, config.levels, config.m, device, dtype,
                                      host_buffer=host_buffer)

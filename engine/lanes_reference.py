@@ -57,6 +57,12 @@ def lane_count(h: int, w: int, tile: int) -> int:
     return -(-h // tile) * -(-w // tile)
 
 
+def lane_count_error(count: int, h: int, w: int, tile: int) -> str | None:
+    """Why a file with ``count`` lanes cannot be an h x w Y grid in tiles of ``tile``, or None."""
+    want = lane_count(h, w, tile)
+    return None if count == want else f"the file has {count} lanes, its {w}x{h} grid in tiles of {tile} has {want}"
+
+
 def _cum(row: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(row.astype(np.int64))])
 

@@ -284,10 +284,9 @@ def parse(data: bytes, coding_for, max_pixels: int, timer=None, lanes_on_device:
         coding = coding_for(hdr)
         if lanes_on_device and hdr.version == bitstream.VERSION_LANES:
             H, W = padded_size(hdr.height, hdr.width, coding.config.multiple)
-            want = lanes_reference.lane_count(H // 8, W // 8, hdr.tile)
-            if len(body) != want:
-                raise BitstreamError(f"the file has {len(body)} lanes, its {W // 8}x{H // 8} grid in tiles of "
-                                     f"{hdr.tile} has {want}")
+            bad = lanes_reference.lane_count_error(len(body), H // 8, W // 8, hdr.tile)
+            if bad:
+                raise BitstreamError(bad)
             return hdr, coding, LanesToDecode(body, H // 8, W // 8, hdr.tile, hdr.color == COLOR_GRAY)
     with stage(timer, "entropy"):
         return hdr, coding, parse_body(hdr, coding, body)

@@ -256,15 +256,15 @@ def test_weights_hashed_once_per_process(tiny_root, monkeypatch):
     """resolve() reads a weights file once while it is unchanged, and again after it changes."""
     import os
     from pathlib import Path
-    from engine import checkpoint
+    from engine import checkpoint, imageio
     reads = []
-    real = Path.read_bytes
+    real = imageio.open_regular
 
-    def counting(self):
-        if self.name == "weights.safetensors":
-            reads.append(self)
-        return real(self)
-    monkeypatch.setattr(Path, "read_bytes", counting)
+    def counting(path):
+        if Path(path).name == "weights.safetensors":
+            reads.append(path)
+        return real(path)
+    monkeypatch.setattr(imageio, "open_regular", counting)
     monkeypatch.setattr(checkpoint, "_HASHES", {})
     a = checkpoint.resolve("tiny", 2, root=tiny_root)
     for q in (1, 2, 3, 2):
@@ -274,3 +274,54 @@ def test_weights_hashed_once_per_process(tiny_root, monkeypatch):
     st = a.weights.stat()
     os.utime(a.weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))     # "changed"
     assert checkpoint.resolve("tiny", 2, root=tiny_root).fingerprint == a.fingerprint and len(reads) == 2
+
+
+FORK_SCRIPT = """
+import multiprocessing as mp, sys
+import numpy as np, torch, engine
+root, backend = sys.argv[1], sys.argv[2]
+opts = dict(model="tiny", root=root, backend=backend, kernels="torch", threads=2)
+codec = engine.Codec(**opts)
+img = np.random.default_rng(3).integers(0, 256, (160, 224, 3), dtype=np.uint8)
+data = codec.compress(img)
+ref = codec.decompress(data)                   # the parent has run torch's parallel loops
+
+
+def child(q):
+    a = codec.decompress(data)                 # the parent's codec
+    b = engine.Codec(**opts).decompress(data)   # a new one, asking for 2 threads
+    q.put([int(np.abs(x.astype(int) - ref).max()) for x in (a, b)] + [torch.get_num_threads()])
+
+
+ctx = mp.get_context("fork")
+q = ctx.Queue()
+p = ctx.Process(target=child, args=(q,))
+p.start()
+p.join(150)
+if p.is_alive():
+    p.kill()
+    print("HUNG")
+else:
+    print(q.get(timeout=10), p.exitcode)
+"""
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("onnxruntime", marks=pytest.mark.slow)])
+def test_decoding_in_a_forked_child_does_not_hang(tiny_root, tmp_path, backend):
+    """Issue #28, item 7: after the parent decoded, a child forked by multiprocessing
+    decodes (GNU OpenMP's pool does not survive fork; engine/forksafe.py sets a forked
+    child's torch to one thread), with the parent's codec and with a new one."""
+    import os
+    env = dict(os.environ)
+    if backend == "onnxruntime":
+        from engine import build
+        res = build.build("tiny", 2, "onnxruntime", "fp32", tmp_path / "build", tiny_root, log=lambda *a, **k: None)
+        assert [r.status for r in res] == ["built"]
+        env["ENGINE_BUILD_DIR"] = str(tmp_path / "build")
+    (tmp_path / "fork.py").write_text(FORK_SCRIPT)
+    r = subprocess.run([sys.executable, str(tmp_path / "fork.py"), str(tiny_root), backend],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "HUNG" not in r.stdout, "decoding in a forked child hung"
+    diffs, code = r.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    assert code == "0" and eval(diffs)[:2] <= [1, 1] and eval(diffs)[2] == 1, r.stdout

@@ -92,3 +92,21 @@ def test_cli_entry_point(tiny_root, files):
                         "--model-dir", str(tiny_root)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)[0]["quality"] == 3
+
+
+def test_a_lane_count_that_does_not_fit_the_grid_does_not_decode(tiny_root, tmp_path, capsys):
+    """Issue #28, item 10: info says what decompress says for a v2 file whose lane count
+    does not match its grid (here: its lane tile changed, checksum recomputed)."""
+    import struct
+    import zlib
+    img = np.random.default_rng(12).integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    data = bytearray(_codec(tiny_root).compress(img))
+    k = data[8]
+    struct.pack_into("<H", data, 9 + k + 16, 2)            # lane tile 2: a 4 x 4 grid has 4 lanes, the file 1
+    struct.pack_into("<I", data, 9 + k + 24, zlib.crc32(bytes(data[9 + k + 28:]), zlib.crc32(bytes(data[:9 + k + 24]))))
+    (tmp_path / "t.hnlc").write_bytes(bytes(data))
+    with pytest.raises(engine.BitstreamError, match="1 lanes") as dec:
+        _codec(tiny_root).decompress(bytes(data))
+    rc, out, err = _info(capsys, tmp_path / "t.hnlc", "--model-dir", tiny_root, "--json")
+    rec = json.loads(out)[0]
+    assert rc == 0 and rec["decodes"] is False and rec["decoder"]["error"] == str(dec.value)

@@ -39,7 +39,8 @@ class TorchRunner(Runner):
             raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if threads:
-            torch.set_num_threads(threads)
+            from ..forksafe import torch_threads
+            torch.set_num_threads(torch_threads(threads))      # 1 in a forked child (engine/forksafe.py)
         self.precision = precision
         self.dtype = _DTYPES[precision]
         if self.device.type == "cuda" and precision == "fp32":
