@@ -14,6 +14,7 @@ entropy pool (engine/entropy_pool.py).  docs/architecture.md draws the whole pat
 """
 from __future__ import annotations
 
+import numbers
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +22,11 @@ from pathlib import Path
 from . import bitstream, checkpoint, lanes, scheduler, stages, target, tiling
 from . import roi as roi_mod     # the name roi is the compress calls' argument
 from . import entropy_pool as entropy_pools     # the name entropy_pool is the constructor's argument
+from .errors import BitstreamError
 from .executors import CUDA, InlineExecutor, StreamExecutor
 from .imageio import COLOR_GRAY, check_batch, max_pixels_setting, to_rgb
 from .rungs import Rungs
+from .runners import BackendUnavailable
 
 
 class Codec:
@@ -90,15 +93,24 @@ class Codec:
         self.device = device
         self.max_pixels = max_pixels_setting(max_pixels)   # None: ENGINE_MAX_PIXELS, else 100 M
         self.root = Path(root) if root else None
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
+                                    or threads < 1):
+            raise ValueError(f"threads must be a positive integer (or None: every CPU), got {threads!r}")
         self.threads = threads
         self.tile_pixels = int(tiling.DEFAULT_TILE_PIXELS if tile_pixels is None else tile_pixels)
         self.tile_size = tiling.check_tile_size(tiling.DEFAULT_TILE_SIZE if tile_size is None else tile_size)
         self.timer = None
         self.model_name = model
         self.rungs = Rungs(model, self.root, backend, device, threads, precision, compile)
-        self.rung = self.rungs.get(quality)
-        self.quality = self.rung.q.quality
-        self.coder = lanes.resolve_coder(coder, self.rung.runner.device)
+        self.quality = self.rungs.codings.resolve(quality).quality      # checks model and quality
+        lanes.resolve_coder(coder, "cpu")            # an unknown coder name fails here
+        self._coder_choice, self._coder = coder, None
+        try:
+            self.rungs.get(self.quality)             # the networks of the default rung, now
+        except BackendUnavailable:
+            # Its artifacts are missing or stale: decoding another rung's file does not need
+            # them (issue #28); encoding at this quality raises this error again.
+            pass
         self._workers = None          # the entropy worker processes, once a batch call starts them
         self._workers_lock = threading.Lock()
 
@@ -115,12 +127,27 @@ class Codec:
         self.close()
 
     @property
+    def rung(self):
+        """The rung this codec encodes with (built on first use if its runner failed)."""
+        return self.rungs.get(self.quality)
+
+    @property
+    def coder(self) -> str:
+        if self._coder is None:
+            self._coder = lanes.resolve_coder(self._coder_choice, self.runner.device)
+        return self._coder
+
+    @property
     def config(self):
         return self.rung.q.config
 
     @property
     def runner(self):
-        return self.rung.runner
+        """The default rung's runner, or (when only others are built, a decode-only codec
+        whose default rung has no artifacts) another rung's: they share backend and device."""
+        loaded = self.rungs.loaded
+        r = loaded.get(self.quality) or next(iter(loaded.values()), None)
+        return (r or self.rung).runner
 
     def worker_pids(self) -> list[int]:
         """The entropy worker processes' ids ([] when none run)."""
@@ -258,6 +285,7 @@ class Codec:
         return hdr, self.rungs.for_header(hdr), dec
 
     def decompress(self, data: bytes):
+        self._file_rung(data)
         ex, pool = self._inline()
         (rgb,) = scheduler.decompress_iter(self, self.rungs, [data], ex, pool, batch_size=1)
         return rgb
@@ -274,6 +302,18 @@ class Codec:
 
     def decompress_batch(self, blobs, batch_size: int = 8, errors: str = "raise", **kw) -> list:
         return list(self.decompress_iter(blobs, batch_size, errors, **kw))
+
+
+    def _file_rung(self, data) -> None:
+        """Build the rung a file names before anything needs a runner, so a file of another
+        quality decodes without the default rung's artifacts.  Bad headers are left to
+        the decode, which reports them."""
+        try:
+            hdr = bitstream.peek(data, self.max_pixels)
+            if hdr.model == self.model_name:
+                self.rungs.for_header(hdr)
+        except (BitstreamError, TypeError):
+            pass
 
 
 _NO_MASK = object()

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from . import bitstream, entropy, importance, lanes, lanes_reference, roi, tiling
-from .errors import BitstreamError
+from .errors import BitstreamError, ImageError
 from .imageio import COLOR_GRAY
 from .planes import LazyPlanes, padded_size, postprocess_tensor, preprocess_tensor
 from .timing import stage
@@ -126,8 +126,8 @@ def latents(opts, rung, lane, ycc: torch.Tensor, sizes: list, colors: list, boos
             e, p, ec = rung.runner.encode(ycc)
         b = boost_grid(boosts, p)
         return (e, p, ec) if b is None else (e, importance.boost(p, b), ec)
-    if tiled:
-        raise ValueError(f"effort > 0 searches whole images and this one ({W}x{H} padded) is over "
+    if tiled:     # typed, so the batch APIs and the CLI report it per image (issue #28)
+        raise ImageError(f"effort > 0 searches whole images and this one ({W}x{H} padded) is over "
                          f"tile_pixels={opts.tile_pixels}: use effort=0 or a larger tile_pixels")
     search = searcher(rung)
     gray = [c == COLOR_GRAY for c in colors]

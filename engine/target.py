@@ -18,6 +18,7 @@ can get (the smallest file tried) and with which rung.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable
 
 from .errors import TargetSizeError
@@ -28,13 +29,13 @@ def check(max_bytes, target_bpp) -> None:
     if (max_bytes is None) == (target_bpp is None):
         raise ValueError("give one of max_bytes or target_bpp" if max_bytes is None else
                          "give max_bytes or target_bpp, not both")
-    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
+    # numbers, not strings: numpy's integers and floats count (issue #28), '0.3' does not
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral)
+                                  or max_bytes < 1):
         raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
     if target_bpp is not None:
-        try:
-            ok = not isinstance(target_bpp, bool) and math.isfinite(float(target_bpp)) and float(target_bpp) > 0
-        except (TypeError, ValueError):
-            ok = False
+        ok = (isinstance(target_bpp, numbers.Real) and not isinstance(target_bpp, bool)
+              and math.isfinite(float(target_bpp)) and float(target_bpp) > 0)
         if not ok:
             raise ValueError(f"target_bpp must be a positive number of bits per pixel, got {target_bpp!r}")
 

@@ -434,3 +434,34 @@ def test_manifest_status(tmp_path):
     assert st({**m, "files": {"encoder.onnx": files["encoder.onnx"]}}) == "stale"
     (tmp_path / "decoder.onnx").unlink()
     assert st(m) == "missing"
+
+
+def test_decoding_needs_only_the_files_own_rung(built, tiny_root, monkeypatch, tmp_path):
+    """Issue #28, item 11: a codec whose default rung (here quality 3) has no ONNX Runtime
+    artifacts still decodes a quality 2 file (only q2 is built), and so does the Pillow
+    plugin (its decoding codec runs the model's default quality); encoding at quality 3
+    raises the missing-artifacts error with the command."""
+    import numpy as np
+    from PIL import Image
+
+    import engine
+    root = tmp_path / "models"
+    shutil.copytree(tiny_root / "tiny", root / "tiny")          # the same files: the same artifacts
+    meta = json.loads((root / "tiny" / "model.json").read_text())
+    (root / "tiny" / "model.json").write_text(json.dumps({**meta, "default_quality": 3}))
+    monkeypatch.setenv("ENGINE_BUILD_DIR", str(built[0]))
+    img = np.random.default_rng(4).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    data = engine.Codec(model="tiny", root=root, backend="torch", quality=2).compress(img)
+    codec = engine.Codec(model="tiny", root=root, backend="onnxruntime")
+    assert codec.quality == 3
+    out = codec.decompress(data)
+    assert out.shape == img.shape and codec.runner.name == "onnxruntime"
+    with pytest.raises(BackendUnavailable, match="--quality 3 --backend onnxruntime"):
+        codec.compress(img)
+    engine.register_pillow(model="tiny", root=root, backend="onnxruntime")
+    try:
+        (tmp_path / "x.hnlc").write_bytes(data)
+        with Image.open(tmp_path / "x.hnlc") as im:
+            np.testing.assert_array_equal(np.asarray(im), out)
+    finally:
+        engine.register_pillow()

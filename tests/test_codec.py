@@ -325,3 +325,27 @@ def test_decoding_in_a_forked_child_does_not_hang(tiny_root, tmp_path, backend):
     assert "HUNG" not in r.stdout, "decoding in a forked child hung"
     diffs, code = r.stdout.strip().splitlines()[-1].rsplit(" ", 1)
     assert code == "0" and eval(diffs)[:2] <= [1, 1] and eval(diffs)[2] == 1, r.stdout
+
+
+def test_small_traps_are_typed_errors(tiny_root):
+    """Issue #28, item 11: numpy integers are integers and strings are not numbers for the
+    target size; threads must be positive; effort > 0 over tile_pixels is an ImageError."""
+    from engine import target
+    target.check(np.int64(5000), None)
+    target.check(None, np.float32(0.3))
+    for bad in ("0.3", b"1", True):
+        with pytest.raises(ValueError, match="target_bpp"):
+            target.check(None, bad)
+    with pytest.raises(ValueError, match="max_bytes"):
+        target.check(np.float64(5000.0), None)
+    for threads in (-1, 0, 1.5, True):
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            engine.Codec(model="tiny", root=tiny_root, backend="torch", threads=threads)
+    img = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    c = engine.Codec(model="tiny", root=tiny_root, backend="torch", kernels="torch", effort=1, tile_pixels=1)
+    with pytest.raises(ImageError, match="effort > 0"):
+        c.compress(img)
+    out = c.compress_batch([img], errors="return")
+    assert isinstance(out[0], ImageError)
+    data = engine.Codec(model="tiny", root=tiny_root, backend="torch", kernels="torch").compress(img, max_bytes=np.int64(10**6))
+    assert isinstance(data, bytes)
