@@ -1,8 +1,9 @@
 """Throughput per backend and batch size: ``python -m bench.throughput``.
 
     python -m bench.throughput --data ../shared/data/kodak [--model small] [--quality Q]
-        [--backends torch,onnxruntime[,torch-cuda,tensorrt]] [--batches 1,8,32] [--limit N]
+        [--backends torch,onnxruntime[,openvino,torch-cuda,tensorrt]] [--batches 1,8,32] [--limit N]
         [--threads T] [--repeat R] [--out bench/results] [--build-dir DIR] [--no-build]
+        [--compressai /tmp/cai/bin/python]
 
 For each backend and batch size: encode (``compress_batch``) and decode
 (``decompress_batch``) images/s and megapixels/s, end to end (image array in,
@@ -24,6 +25,15 @@ In the same run:
 * Pillow JPEG and WebP at the quality whose mean bpp over the images is nearest the
   codec's mean bpp, timed the same way (one image at a time, one thread);
   torchvision nvJPEG on CUDA when torchvision is installed;
+* round trips (compress + decompress), paired: each round every backend codes the
+  same images back to back, and the statistic is the median over rounds of the ratio
+  of the first backend's round-trip time to each other's (with quartiles), beside the
+  ratio of the best rounds; mean PSNR (RGB, dB) and bpp of each backend's files, and
+  the change against the first backend's;
+* ``--compressai PYTHON``: CompressAI's bmshj2018-factorized at quality 3 with random
+  weights (a speed peer: bench/compressai_peer.py, run by that interpreter, a scratch
+  venv, as one subprocess per round that times itself), compressing and decompressing
+  the same images one at a time in each round, with the same threads;
 * the floor: model FLOPs per image (torch.utils.flop_counter on encoder and
   decoder) / the device's measured peak (a large float32 matmul, same threads),
   and the fraction of it achieved (floor time / measured time per image, for the
@@ -55,7 +65,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 STAGES = ("preprocess", "h2d", "network", "bitpath", "d2h", "entropy", "container", "postprocess", "wait")
-CPU_BACKENDS = ("torch", "onnxruntime")
+CPU_BACKENDS = ("torch", "onnxruntime", "openvino")
 GPU_BACKENDS = ("torch-cuda", "tensorrt")
 
 
@@ -73,12 +83,19 @@ def machine_info(threads: int) -> dict:
         cores = len(pairs) or None
     except OSError:
         pass
+    from engine.cpu import has_bf16_matrix
     info = {"cpu": cpu, "cores": cores or os.cpu_count(), "logical_cpus": os.cpu_count(), "threads": threads,
-            "python": platform.python_version(), "torch": torch.__version__, "gpu": None}
+            "python": platform.python_version(), "torch": torch.__version__, "gpu": None,
+            "bf16_matrix_units": has_bf16_matrix()}
     try:
         import onnxruntime
         info["onnxruntime"] = onnxruntime.__version__
     except ImportError:
+        pass
+    try:
+        import openvino
+        info["openvino"] = openvino.get_version()
+    except Exception:  # noqa: BLE001 - not installed or broken: not part of this run
         pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -190,14 +207,21 @@ def time_codec(codec, images: list, batch: int) -> list[dict]:
     try:
         t, stages, blobs = _timed(lambda: codec.compress_batch(arrays, batch_size=batch), codec.timer)
         rows.append(_row("encode", codec, batch, len(arrays), px, t, stages))
-        t, stages, _ = _timed(lambda: codec.decompress_batch(blobs, batch_size=batch), codec.timer)
+        t, stages, decoded = _timed(lambda: codec.decompress_batch(blobs, batch_size=batch), codec.timer)
         rows.append(_row("decode", codec, batch, len(arrays), px, t, stages))
     finally:
         codec.timer = None
     bpp = float(np.mean([len(b) * 8 / (a.shape[0] * a.shape[1]) for a, b in zip(arrays, blobs)]))
+    psnr = float(np.mean([_psnr(a, d) for a, d in zip(arrays, decoded)]))
     for r in rows:
         r["mean_bpp"] = bpp
+        r["mean_psnr"] = psnr
     return rows
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * math.log10(255.0 ** 2 / max(mse, 1e-12))
 
 
 def _row(op, codec, batch, n, px, t, stages) -> dict:
@@ -293,7 +317,7 @@ def _nvjpeg(arrays: list, quality, repeat: int) -> dict:
 # ----------------------------------------------------------------------------- backends
 
 def available_backends() -> list[str]:
-    out = list(CPU_BACKENDS)
+    out = [b for b in CPU_BACKENDS if b != "openvino" or _importable("openvino")]
     if torch.cuda.is_available():
         out.append("torch-cuda")
         from engine.trt_build import tensorrt_importable
@@ -302,15 +326,20 @@ def available_backends() -> list[str]:
     return out
 
 
+def _importable(name: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
+
+
 def backend_spec(name: str) -> tuple[str, str]:
     """bench backend name -> (Codec backend, device)."""
-    return {"torch": ("torch", "cpu"), "onnxruntime": ("onnxruntime", "cpu"),
+    return {"torch": ("torch", "cpu"), "onnxruntime": ("onnxruntime", "cpu"), "openvino": ("openvino", "cpu"),
             "torch-cuda": ("torch", "cuda"), "tensorrt": ("tensorrt", "cuda")}[name]
 
 
 def ensure_artifacts(q, backend: str, build_dir, allow_build: bool, log) -> str | None:
     """None when the backend's artifacts are usable (building them if allowed), else why not."""
-    if backend not in ("onnxruntime", "tensorrt"):
+    if backend not in ("onnxruntime", "openvino", "tensorrt"):
         return None
     from engine import build as B
     status, reason = B.artifact_status(q, backend, "fp32", build_dir)
@@ -327,14 +356,59 @@ def ensure_artifacts(q, backend: str, build_dir, allow_build: bool, log) -> str 
     return None
 
 
+def run_compressai(python: str, paths: list[str], threads: int) -> dict:
+    """One timed CompressAI run in its own interpreter (bench/compressai_peer.py)."""
+    import subprocess
+    cmd = [python, str(REPO / "bench" / "compressai_peer.py"), "--threads", str(threads), *paths]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": ""})
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r["round_trip_s_per_image"] = (r["encode_s"] + r["decode_s"]) / r["images"]
+    return r
+
+
+def _quart(v: list[float]) -> tuple[float, float, float]:
+    q = np.percentile(v, [25, 50, 75])
+    return float(q[0]), float(q[1]), float(q[2])
+
+
+def round_trip_ratios(per_round: list[dict], names: list[str], batch: int) -> list[dict]:
+    """Paired round-trip ratios of one batch size: each backend against the first (its
+    time / theirs: > 1 means faster than the first), and CompressAI against each."""
+    if not names:
+        return []
+    ref = names[0]
+    t = {n: [r[n]["round_trip_s_per_image"] for r in per_round] for n in per_round[0]}
+    out = []
+    for n in names:
+        q1, med, q3 = _quart([a / b for a, b in zip(t[ref], t[n])])
+        last = per_round[-1][n]
+        base = per_round[-1][ref]
+        out.append({"batch": batch, "backend": n, "vs": ref, "rounds": len(per_round), "median_ratio": med,
+                    "q1": q1, "q3": q3, "best_ratio": min(t[ref]) / min(t[n]),
+                    "ms_per_image": 1e3 * float(np.median(t[n])), "best_ms_per_image": 1e3 * min(t[n]),
+                    "mean_psnr": last["mean_psnr"], "d_psnr": last["mean_psnr"] - base["mean_psnr"],
+                    "mean_bpp": last["mean_bpp"], "d_bpp_pct": 100 * (last["mean_bpp"] / base["mean_bpp"] - 1)})
+    if "CompressAI" in t:
+        for n in names:
+            q1, med, q3 = _quart([a / b for a, b in zip(t["CompressAI"], t[n])])
+            out.append({"batch": batch, "backend": "CompressAI", "vs": n, "rounds": len(per_round),
+                        "median_ratio": med, "q1": q1, "q3": q3, "best_ratio": min(t["CompressAI"]) / min(t[n]),
+                        "ms_per_image": 1e3 * float(np.median(t["CompressAI"])),
+                        "best_ms_per_image": 1e3 * min(t["CompressAI"])})
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 
 def markdown(res: dict) -> str:
     m = res["machine"]
     lines = [f"# Throughput: {res['model']} q{res['quality']}", "",
              f"Machine: {m['cpu']}, {m['cores']} cores / {m['logical_cpus']} logical CPUs"
+             + (f", bf16 matrix units (AMX): {'yes' if m['bf16_matrix_units'] else 'no'}"
+                if "bf16_matrix_units" in m else "")
              + (f", GPU {m['gpu']}" if m["gpu"] else "") + f"; {m['threads']} threads; torch {m['torch']}"
-             + (f", onnxruntime {m['onnxruntime']}" if m.get("onnxruntime") else ""), "",
+             + (f", onnxruntime {m['onnxruntime']}" if m.get("onnxruntime") else "")
+             + (f", openvino {m['openvino']}" if m.get("openvino") else ""), "",
              f"Images: {res['images']} from `{res['data']}` (mean {res['mean_pixels'] / 1e6:.3f} MP); "
              f"codec mean {res['mean_bpp']:.4f} bpp.  Command: `{res['command']}`", "",
              f"Floor: {res['floor']['gflop_per_image']['encode']:.2f} GFLOP encode, "
@@ -349,6 +423,30 @@ def markdown(res: dict) -> str:
                      f"{r['images_per_s']:.2f} | {r['megapixels_per_s']:.2f} | {r['ms_per_image']:.1f} | "
                      + " | ".join(f"{st[s]:.1f}" if s in st else "" for s in STAGES)
                      + f" | {r['floor_fraction_network']:.1%} | {r['floor_fraction_total']:.1%} |")
+    rts = [d for d in res.get("round_trips", []) if d["backend"] != "CompressAI"]
+    if rts:
+        lines += ["", f"Round trips (compress + decompress, end to end), paired: in each of the {rts[0]['rounds']} "
+                  f"rounds every backend coded the same images back to back; ratio = {rts[0]['vs']}'s time / this "
+                  "backend's (median over rounds, quartiles; and of the best rounds).  PSNR (RGB, dB) and bpp: "
+                  "means over the images, their change against the first backend:", "",
+                  "| batch | backend | precision | ms/img (median) | ratio (median, q1-q3) | ratio (best rounds) | "
+                  "PSNR | d PSNR | bpp | d bpp |", "|---|---|---|---|---|---|---|---|---|---|"]
+        prec = {r["bench_backend"]: r.get("precision") for r in res["rows"]}
+        for d in rts:
+            lines.append(f"| {d['batch']} | {d['backend']} | {prec.get(d['backend']) or ''} | {d['ms_per_image']:.1f} | "
+                         f"{d['median_ratio']:.2f}x ({d['q1']:.2f}-{d['q3']:.2f}) | {d['best_ratio']:.2f}x | "
+                         f"{d['mean_psnr']:.3f} | {d['d_psnr']:+.3f} | {d['mean_bpp']:.4f} | {d['d_bpp_pct']:+.2f}% |")
+    peer = [d for d in res.get("round_trips", []) if d["backend"] == "CompressAI"]
+    if peer:
+        c = res["compressai"]
+        lines += ["", f"Learned-codec peer: {c['codec']} (CompressAI {c['compressai']}, torch {c['torch']}, "
+                  f"{c['threads']} threads), the same {c['images']} images one at a time, in the same rounds "
+                  "(a subprocess that times itself); ratio = CompressAI's round-trip time / the backend's:", "",
+                  "| batch | vs backend | CompressAI ms/img (median) | ratio (median, q1-q3) | ratio (best rounds) |",
+                  "|---|---|---|---|---|"]
+        for d in peer:
+            lines.append(f"| {d['batch']} | {d['vs']} | {d['ms_per_image']:.1f} | {d['median_ratio']:.2f}x "
+                         f"({d['q1']:.2f}-{d['q3']:.2f}) | {d['best_ratio']:.2f}x |")
     if res.get("default_vs_torch"):
         lines += ["", f"Default backend (`auto`): **{res['default_backend']}**; images/s relative to torch eager "
                   "on the same device, same run:", "", "| op | batch | default / torch |", "|---|---|---|"]
@@ -438,8 +536,9 @@ def main(argv=None) -> dict:
                     help="rans | context | none, rans:native | rans:triton (bitstream v2 with that coder), or a "
                          "comma list: each backend runs once per mode, in turns within each round, and the ratio "
                          "of the first mode's images/s to each other's is reported")
-    ap.add_argument("--precision", default=None, choices=["auto", "fp32", "fp16"],
-                    help="network precision (default: the codec's, auto = fp16 for torch on CUDA)")
+    ap.add_argument("--precision", default=None, choices=["auto", "fp32", "fp16", "bf16"],
+                    help="network precision (default: the codec's, auto = fp16 for torch on CUDA, bf16 for "
+                         "OpenVINO on a CPU with bf16 matrix units)")
     ap.add_argument("--compile", default="off",
                     help="comma list of torch.compile modes for the torch backends, side by side (off, default, "
                          "reduce-overhead = CUDA graphs); with more than one, one --entropy mode")
@@ -448,11 +547,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-build", action="store_true", help="do not build missing ONNX/TensorRT artifacts")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--peak-size", type=int, default=2048, help="matmul side for the peak measurement")
+    ap.add_argument("--compressai", default=None, metavar="PYTHON",
+                    help="a scratch venv's python with compressai==1.2.8: its bmshj2018-factorized q3 "
+                         "(random weights) runs in every round (bench/compressai_peer.py)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = ap.parse_args(argv)
 
     import engine
     from engine.checkpoint import DEFAULT_MODEL, resolve
+    from engine.data import list_images
     from engine.runners.select import auto_backend
 
     threads = args.threads or os.cpu_count() or 1
@@ -464,6 +567,7 @@ def main(argv=None) -> dict:
     root = Path(args.model_dir) if args.model_dir else None
     q = resolve(model, args.quality, root=root)
     images = load_images(args.data, args.limit)
+    image_paths = [str(p) for p in list_images(args.data)[: args.limit or None]]     # the CompressAI peer's
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     wanted = args.backends.split(",") if args.backends else available_backends()
     info = machine_info(threads)
@@ -506,12 +610,22 @@ def main(argv=None) -> dict:
     # Backends take turns, round by round, and each cell keeps its best round: on
     # a shared machine whose speed drifts, the ratio then compares like with like.
     rounds = max(1, args.repeat)
+    res["round_trips"], res["compressai"] = [], None
+    peer_rounds = []
     for b in batches:
         best: dict[tuple[str, str], dict] = {}
+        per_round: list[dict] = []
         for rnd in range(rounds):
+            per_round.append({})
+            if args.compressai:
+                log(f"CompressAI batch {b} round {rnd + 1}/{rounds} ...")
+                peer_rounds.append(run_compressai(args.compressai, image_paths, threads))
+                per_round[-1]["CompressAI"] = peer_rounds[-1]
             for name, codec in codecs.items():
                 log(f"{name} batch {b} round {rnd + 1}/{rounds} ...")
                 rows = time_codec(codec, images, b)
+                per_round[-1][name] = {"round_trip_s_per_image": sum(r["seconds"] for r in rows) / rows[0]["images"],
+                                       "mean_psnr": rows[0]["mean_psnr"], "mean_bpp": rows[0]["mean_bpp"]}
                 for r in rows:
                     r["bench_backend"] = name
                     r["entropy"] = modes[name]
@@ -527,6 +641,10 @@ def main(argv=None) -> dict:
                     if key not in best or r["seconds"] < best[key]["seconds"]:
                         best[key] = r
         res["rows"] += list(best.values())
+        res["round_trips"] += round_trip_ratios(per_round, list(codecs), b)
+    if peer_rounds:
+        res["compressai"] = {k: peer_rounds[0][k] for k in ("codec", "compressai", "torch", "threads", "images")}
+        res["compressai"]["rounds"] = peer_rounds
     codecs.clear()
     if not res["rows"]:
         raise SystemExit("no backend ran: " + json.dumps(res["skipped"]))
@@ -565,7 +683,8 @@ def main(argv=None) -> dict:
     # default backend vs torch eager, same device, this run
     dev = "cuda" if any(r["device"].startswith("cuda") for r in res["rows"]) else "cpu"
     try:
-        default = auto_backend(q, None if dev == "cuda" else "cpu", build_dir=args.build_dir)
+        default = auto_backend(q, None if dev == "cuda" else "cpu", build_dir=args.build_dir,
+                               precision=args.precision or "auto")
     except Exception as e:  # noqa: BLE001 - stale artifacts etc.
         default = f"unavailable ({e})"
     res["default_backend"] = default

@@ -82,7 +82,7 @@ def _parser():
                        help=f"output folder; for one input file, a file name ending in {EXT if name == 'compress' else '.png'}")
         p.add_argument("--model", default=None)
         p.add_argument("--model-dir", default=None, help="folder holding model folders (default: shipped)")
-        p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+        p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"])
         p.add_argument("--kernels", default=None, choices=["auto", "torch", "triton"])
         p.add_argument("--batch", type=int, default=8, help="images per network batch")
         p.add_argument("--force", action="store_true", help="overwrite existing outputs")

@@ -15,18 +15,23 @@ from .runners.base import ArtifactMismatch, BackendUnavailable
 
 ARTIFACT_FORMAT = 1          # bump when the export code changes what a build produces
 MANIFEST = "manifest.json"
-BUILD_BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+BUILD_BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "torch")
 BUILD_DIR_ENV = "ENGINE_BUILD_DIR"
 
 # How each backend's graphs write pixel (un)shuffles (export.shuffles_as_convolutions).
 # ONNX Runtime's CPU DepthToSpace is a generic strided transpose; the exact one-hot
 # (transposed) convolution is faster there.  TensorRT keeps the native ops it maps
-# to shuffle layers.
-GRAPH_SHUFFLES = {"onnxruntime": "conv", "tensorrt": "native"}
+# to shuffle layers.  OpenVINO's CPU plugin runs the native DepthToSpace well: with
+# the convolution form its bf16 decoder took 1.5x as long (engine/ov_build.py).
+GRAPH_SHUFFLES = {"onnxruntime": "conv", "openvino": "native", "tensorrt": "native"}
+# OpenVINO's IR is stored in float32 whatever precision it later runs in: bf16 (or
+# fp32) is chosen when the runner compiles it (engine/runners/ov_runner.py).
+OPENVINO_IR_PRECISION = "fp32"
 
 ARTIFACT_FILES = {
     "torch": (),
     "onnxruntime": ("encoder.onnx", "decoder.onnx"),
+    "openvino": ("encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin"),
     "tensorrt": ("encoder.onnx", "decoder.onnx", "encoder.engine", "decoder.engine"),
 }
 

@@ -1,6 +1,6 @@
 """Build inference artifacts: ``python -m engine.build``.
 
-    python -m engine.build [--model small] [--quality 1 2 ...] [--backend auto|onnxruntime|tensorrt|torch]
+    python -m engine.build [--model small] [--quality 1 2 ...] [--backend auto|onnxruntime|openvino|tensorrt|torch]
                            [--precision fp32|fp16] [--out DIR] [--root DIR] [--force]
                            [--profile-batch 1,1,8] [--profile-height 16,512,2048] [--profile-width 16,768,2048]
 
@@ -10,6 +10,8 @@ Layout (one folder per model, quality, backend and precision)::
         manifest.json                  always (the torch backend has nothing else)
         encoder.onnx, decoder.onnx     onnxruntime and tensorrt
         encoder.engine, decoder.engine tensorrt (serialized plans)
+        encoder.xml/.bin, decoder.xml/.bin   openvino (IR, float32 weights; its folder is
+                                       always openvino-fp32: bf16 is chosen when it runs)
     <build dir>/tensorrt/timing-<trt version>-<gpu>.cache   TensorRT timing cache, shared
 
 The build dir is ``$ENGINE_BUILD_DIR`` or the repository's top-level ``build/``.
@@ -23,7 +25,9 @@ sha256.  Runners call :func:`load_artifacts`, which refuses missing artifacts
 that (re)builds them.
 
 ``--backend auto`` builds for TensorRT when ``import tensorrt`` works and a CUDA
-GPU is visible, else for ONNX Runtime.
+GPU is visible, else for ONNX Runtime, and also for OpenVINO where ``backend="auto"``
+would run it (:func:`auto_build_backends`: OpenVINO installed and a CPU with bf16
+matrix units).
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ import engine
 from .checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL, qualities as list_qualities, resolve
 from .runners.base import BackendUnavailable
 from .artifacts import (  # noqa: F401 - the build's public names, defined beside the runners' loader
-    ARTIFACT_FORMAT, MANIFEST, BUILD_BACKENDS, BUILD_DIR_ENV, GRAPH_SHUFFLES, ARTIFACT_FILES,
+    ARTIFACT_FORMAT, MANIFEST, BUILD_BACKENDS, BUILD_DIR_ENV, GRAPH_SHUFFLES, ARTIFACT_FILES, OPENVINO_IR_PRECISION,
     default_build_dir, artifact_dir, model_root, rebuild_command, rebuild_hint, file_sha256, file_record,
     read_manifest, write_manifest, build_options, file_problems, manifest_status, artifact_status,
     load_artifacts)
@@ -72,6 +76,16 @@ def resolve_backend(backend: str = "auto") -> str:
     import torch
 
     return "tensorrt" if tensorrt_importable() and torch.cuda.is_available() else "onnxruntime"
+
+
+def auto_build_backends() -> list[str]:
+    """What ``--backend auto`` builds: :func:`resolve_backend`'s choice, plus OpenVINO
+    where the runtime would pick it (engine/runners/select.py): then ONNX Runtime stays
+    built as its fallback."""
+    from .runners.select import openvino_preferred
+
+    first = resolve_backend("auto")
+    return [first, "openvino"] if first == "onnxruntime" and openvino_preferred(None, "auto")[0] else [first]
 
 
 def _now() -> str:
@@ -134,6 +148,9 @@ def build_quality(q, backend: str = "onnxruntime", precision: str = "fp32", out=
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     if backend == "torch" and precision != "fp32":
         raise ValueError("the torch backend runs the checkpoint in fp32; use --precision fp32")
+    if backend == "openvino" and precision != OPENVINO_IR_PRECISION:
+        raise ValueError(f"OpenVINO's IR is built in {OPENVINO_IR_PRECISION} only (--precision "
+                         f"{OPENVINO_IR_PRECISION}); bf16 is chosen when it runs: Codec(precision=...)")
     opset = int(opset or DEFAULT_OPSET)
     profile = profile or DEFAULT_PROFILE
     build_dir = Path(out) if out is not None else default_build_dir()
@@ -142,6 +159,10 @@ def build_quality(q, backend: str = "onnxruntime", precision: str = "fp32", out=
 
     extra: dict = {"shuffles": shuffles or GRAPH_SHUFFLES[backend]} if backend in GRAPH_SHUFFLES else {}
     trt_env: dict = {}
+    if backend == "openvino":
+        from .ov_build import openvino_version
+
+        openvino_version()                   # raises BackendUnavailable without OpenVINO
     if backend == "tensorrt":
         from .trt_build import tensorrt_environment
 
@@ -174,9 +195,22 @@ def build_quality(q, backend: str = "onnxruntime", precision: str = "fp32", out=
 
         net = load_net(q)
         manifest.update(opset=opset, exporter=f"torch.onnx.export(dynamo={exporter == 'dynamo'})")
-        manifest["checks"] = _export_pair(q, net, directory, precision, opset, exporter, check, log,
-                                          options["shuffles"])
-        if backend == "onnxruntime":
+        manifest["checks"] = _export_pair(q, net, directory, precision, opset, exporter,
+                                          check and backend != "openvino", log, options["shuffles"])
+        if backend == "openvino":
+            from .ov_build import check_ir_against_torch, onnx_to_ir, openvino_version
+
+            for name, module in (("encoder", net.encoder), ("decoder", net.decoder)):
+                onnx_path = directory / f"{name}.onnx"
+                onnx_to_ir(onnx_path, directory / f"{name}.xml")
+                onnx_path.unlink()
+                if check:
+                    manifest["checks"][name] = check_ir_against_torch(name, directory / f"{name}.xml", module,
+                                                                      q.config)
+            manifest.update(backend_version=openvino_version(),
+                            profiles={"dynamic": True, "multiple": 16,
+                                      "note": "OpenVINO takes any batch and any sides that are multiples of 16"})
+        elif backend == "onnxruntime":
             import onnxruntime as ort
 
             manifest.update(backend_version=ort.__version__,
@@ -220,8 +254,12 @@ def build(model: str = DEFAULT_MODEL, quality=None, backend: str = "auto", preci
         quals = list_qualities(model, root, retired=True)   # retired rungs still decode
     else:
         quals = [int(x) for x in quality]
-    backend = resolve_backend(backend)
-    return [build_quality(resolve(model, qq, root, decode=True), backend, precision, out, **kw) for qq in quals]
+    if (backend or "auto").lower() == "auto":      # OpenVINO's IR is fp32 only (it runs bf16 from it)
+        backends = [b for b in auto_build_backends() if b != "openvino" or precision == OPENVINO_IR_PRECISION]
+    else:
+        backends = [resolve_backend(backend)]
+    return [build_quality(resolve(model, qq, root, decode=True), be, precision, out, **kw)
+            for be in backends for qq in quals]
 
 
 def _qualities_arg(values) -> list[int] | None:

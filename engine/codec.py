@@ -35,7 +35,8 @@ class Codec:
     quality   1..K, a rung of the model's rate ladder (None: the model's default_quality, else
               the middle one); retired rungs only decode
     model     a shipped model name (``engine.checkpoint.list_models()``)
-    backend   "auto" | "torch" | "onnxruntime" | "tensorrt"
+    backend   "auto" | "torch" | "onnxruntime" | "openvino" | "tensorrt" (auto: engine/runners/select.py;
+              OpenVINO in bf16 where the CPU has bf16 matrix units and it is built)
     kernels   "auto" | "torch" | "triton" (else ENGINE_KERNELS)
     entropy   "rans" (default: bitstream v2, rANS lanes, the native coder: engine/lanes.py)
               | "context" (version 1's range coder, kept for old readers and comparisons)
@@ -58,11 +59,12 @@ class Codec:
               networks' device: kernels/rans_triton.py; the same bytes) or "auto"
               (default ENGINE_CODER, else auto = triton when the networks run on CUDA and
               Triton is installed).  With triton no worker processes are started.
-    precision "fp32", "fp16" or "auto" (default ENGINE_PRECISION, else auto = fp16 when the
-              networks run on CUDA in torch, fp32 elsewhere).  fp32 is the reference; an
-              fp16 decode stays within the tolerance stated in the README ("Precision"),
-              and an fp16 encoder's files are ordinary files (its bits may differ where
-              a sigmoid output is within fp16 rounding of 0.5).
+    precision "fp32", "fp16", "bf16" or "auto" (default ENGINE_PRECISION, else auto = fp16 when
+              the networks run on CUDA in torch, bf16 in OpenVINO on a CPU with bf16 matrix
+              units, fp32 elsewhere; bf16 is OpenVINO's only).  fp32 is the reference; an
+              fp16 or bf16 decode stays within the tolerance stated in the README
+              ("Precision"), and their encoders' files are ordinary files (a bit may differ
+              where a sigmoid output is within rounding of 0.5).
     compile   torch backend: "off" (default ENGINE_TORCH_COMPILE, else off), "default"
               (torch.compile) or "reduce-overhead" (torch.compile with CUDA graphs);
               engine/runners/torch_runner.py.

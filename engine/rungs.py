@@ -111,22 +111,29 @@ class Rung:
         return self.coding.stream_id
 
 
-PRECISIONS = ("auto", "fp32", "fp16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def resolve_precision(precision: str | None, backend: str, device) -> str:
-    """``precision``/``ENGINE_PRECISION`` -> "fp32" or "fp16".  auto: fp16 when the networks
-    run on CUDA in torch (or a backend auto picks: a TensorRT engine built with
-    ``--precision fp16``), fp32 everywhere else; fp32 stays the reference (README,
-    "Precision")."""
+    """``precision``/``ENGINE_PRECISION`` -> "fp32", "fp16", "bf16" or "auto".  auto: fp16
+    when the networks run on CUDA in torch (or a backend auto picks: a TensorRT engine
+    built with ``--precision fp16``); on the CPU with backend auto or openvino it stays
+    "auto", for the backend to resolve (OpenVINO: bf16 where the CPU has bf16 matrix
+    units; every other runner: fp32); fp32 everywhere else.  fp32 stays the reference
+    (README, "Precision").  bf16 is the openvino backend's only."""
     p = (precision or os.environ.get("ENGINE_PRECISION") or "auto").strip().lower()
     if p not in PRECISIONS:
         raise ValueError(f"precision/ENGINE_PRECISION must be one of {PRECISIONS}, got {p!r}")
+    b = (backend or "auto").lower()
+    if p == "bf16" and b not in ("auto", "openvino"):
+        raise ValueError(f"precision 'bf16' is for the openvino backend, not {backend!r}")
     if p != "auto":
         return p
     import torch
     on_cuda = str(device).startswith("cuda") if device is not None else torch.cuda.is_available()
-    return "fp16" if on_cuda and (backend or "auto") in ("auto", "torch") else "fp32"
+    if on_cuda and b in ("auto", "torch"):
+        return "fp16"
+    return "auto" if b == "openvino" or (b == "auto" and not on_cuda) else "fp32"
 
 
 def resolve_compile(compile: str | None, backend: str) -> str:

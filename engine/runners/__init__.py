@@ -15,16 +15,41 @@ from __future__ import annotations
 
 from .base import Runner, BackendUnavailable, ArtifactMismatch  # noqa: F401
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
+
+
+def runner_precision(backend: str, precision: str | None) -> str:
+    """A codec's precision ("auto" = the backend's own default) -> what the runner gets:
+    OpenVINO resolves "auto" itself (bf16 where the CPU has the units), every other
+    runner takes fp32 for it; "bf16" is OpenVINO's alone."""
+    p = precision or "fp32"
+    if backend == "openvino":
+        return p
+    if p == "bf16":
+        raise ValueError(f"precision 'bf16' is for the openvino backend, not {backend!r}")
+    return "fp32" if p == "auto" else p
 
 
 def make_runner(q, backend: str = "auto", device: str | None = None, **kw) -> Runner:
     backend = (backend or "auto").lower()
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    precision = kw.get("precision") or "fp32"
     if backend == "auto":
-        from .select import auto_backend
-        backend = auto_backend(q, device, build_dir=kw.get("build_dir"), precision=kw.get("precision", "fp32"))
+        from .select import auto_backend, fallback_note
+        backend = auto_backend(q, device, build_dir=kw.get("build_dir"), precision=precision)
+        if backend == "openvino":
+            from .ov_runner import OvRunner
+            try:
+                return OvRunner(q, device=device, **kw)
+            except Exception as ex:  # noqa: BLE001 - a broken OpenVINO: one line, then ONNX Runtime
+                backend = auto_backend(q, device, build_dir=kw.get("build_dir"), precision=precision,
+                                       openvino=False)
+                fallback_note(f"its runner failed: {type(ex).__name__}: {' '.join(str(ex).split())[:300]}", backend)
+    kw["precision"] = runner_precision(backend, precision)
+    if backend == "openvino":
+        from .ov_runner import OvRunner
+        return OvRunner(q, device=device, **kw)
     if backend == "torch":
         from .torch_runner import TorchRunner
         return TorchRunner(q, device=device, **kw)
