@@ -195,6 +195,7 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; backgr
 table {{ border-collapse: collapse; font-size: 12px; }}
 th, td {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; white-space: nowrap; }}
 .scroll {{ overflow-x: auto; }}
+#rd img, #extras img {{ max-width: 100%; height: auto; }}   /* charts may scale; the crops (img.px) never do */
 img.px {{ image-rendering: pixelated; max-width: none; width: auto; height: auto; display: block; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 10px; }}
 figure {{ margin: 0; }}
