@@ -108,7 +108,7 @@ def _parser():
                                 "or a folder of masks named like the inputs (by file stem; inputs without one "
                                 "are coded without ROI)")
             p.add_argument("--roi-boost", type=float, default=None, metavar="K",
-                           help="raise the importance logits under the mask by K (default 2.0)")
+                           help="raise the importance logits under the mask by K (default 1.0)")
             p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                            help="encode on a Ray cluster (pip install -e '.[ray]'): ADDRESS, 'auto', or none "
                                 "for RAY_ADDRESS / a local Ray; same bytes as without")

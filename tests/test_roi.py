@@ -144,6 +144,17 @@ def test_the_boost_is_outside_the_runner(tiny_root):
     assert codec.rung.runner.calls == 1
 
 
+def test_triton_bit_path_and_coder_write_the_same_roi_files(tiny_root):
+    from kernels import pack_triton
+    if not pack_triton.interpreter_active():
+        pytest.skip("CPU tensors need the Triton interpreter")
+    img = _img()
+    want = _codec(tiny_root).compress(img, roi=_mask(), roi_boost=2)
+    for kw in (dict(kernels="triton"), dict(coder="triton")):
+        codec = engine.Codec(model="tiny", root=tiny_root, backend="torch", quality=1, **kw)
+        assert codec.compress(img, roi=_mask(), roi_boost=2) == want, kw
+
+
 @pytest.fixture(scope="module")
 def tiny_ort(tmp_path_factory, tiny_root):
     pytest.importorskip("onnxruntime")
