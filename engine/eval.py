@@ -126,7 +126,7 @@ def pillow_codec(rgb: np.ndarray, fmt: str, q: int) -> tuple[int, np.ndarray]:
 # baseline a much smaller file in the per-image match.
 BASELINES = {
     "JPEG (Pillow)": ("JPEG", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 25, 30, 40, 50, 60, 75]),
-    "WebP (Pillow)": ("WEBP", [0, 1, 2, 3, 4, 5, 7, 10, 15, 20, 30, 40, 50, 60, 75]),
+    "WebP (Pillow)": ("WEBP", [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 75]),
     # Pillow's JPEG2000 "rates" are compression ratios (24 bpp / ratio)
     "JPEG2000 (Pillow/OpenJPEG)": ("JPEG2000", [240, 200, 160, 140, 120, 110, 96, 88, 80, 60, 48, 40, 30]),
 }
