@@ -71,6 +71,7 @@ class _Interrupts:
 
 
 def _parser():
+    from .checkpoint import METRICS
     prog = "hnlc" if Path(sys.argv[0]).name == "hnlc" else "python -m engine"   # the console script, or -m
     ap = argparse.ArgumentParser(prog=prog, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,6 +83,9 @@ def _parser():
                        help=f"output folder; for one input file, a file name ending in {EXT if name == 'compress' else '.png'}")
         p.add_argument("--model", default=None)
         p.add_argument("--model-dir", default=None, help="folder holding model folders (default: shipped)")
+        if name == "compress":
+            p.add_argument("--metric", default=None, choices=list(METRICS),
+                           help="the model trained for this metric (default mse; --model names one)")
         p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"])
         p.add_argument("--kernels", default=None, choices=["auto", "torch", "triton"])
         p.add_argument("--batch", type=int, default=8, help="images per network batch")
@@ -295,11 +299,13 @@ def _plan(files: list[Path], out: Path, comp: bool, force: bool, name: str | Non
 def run(args) -> int:
     import engine
     from .bitstream import read_file
-    from .checkpoint import DEFAULT_MODEL, atomic_write_bytes, model_channels, model_fingerprint, stale_temps
+    from .checkpoint import (DEFAULT_MODEL, atomic_write_bytes, model_channels, model_fingerprint, model_for,
+                             stale_temps)
     from .errors import EngineError
     from .imageio import max_pixels_setting, open_regular
 
-    kw = dict(model=args.model or DEFAULT_MODEL, backend=args.backend, kernels=args.kernels,
+    model = model_for(getattr(args, "metric", None), args.model, args.model_dir) if args.cmd == "compress" else None
+    kw = dict(model=model or args.model or DEFAULT_MODEL, backend=args.backend, kernels=args.kernels,
               max_pixels=max_pixels_setting(args.max_pixels, "--max-pixels"), root=args.model_dir,
               tile_pixels=args.tile_pixels, tile_size=args.tile_size)
     comp = args.cmd == "compress"

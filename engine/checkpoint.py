@@ -23,7 +23,12 @@ from safetensors.torch import load_file, save_file
 from .model import CodecNet, ModelConfig
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+# small16: the small model with 16 colour codes, trained to keep every colour (issue #29).
+# "small" (8 colour codes) stays installed: its files decode with Codec(model="small").
 DEFAULT_MODEL = "small"
+# What a model is trained for (model.json "metric"; mse when unsaid), as CompressAI's
+# ``metric=``: Codec(metric=...) picks the installed model trained for it.
+METRICS = ("mse", "ms-ssim")
 
 
 def current_umask() -> int:
@@ -124,8 +129,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
         raise
 
 
-def save_weights(net: CodecNet, path: str | os.PathLike) -> None:
-    sd = {k: v.detach().cpu().contiguous().float() for k, v in net.state_dict().items()}
+def save_weights(net: CodecNet, path: str | os.PathLike, dtype=None) -> None:
+    """The state dict as float32, or ``dtype`` (torch.float16: a shipped model stored at
+    half the bytes; the engine computes in float32 from the stored values, so files and
+    pixels follow the stored weights exactly)."""
+    import torch
+    sd = {k: v.detach().cpu().contiguous().to(dtype or torch.float32) for k, v in net.state_dict().items()}
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file(sd, str(tmp))
@@ -183,6 +192,36 @@ def model_channels(model, root: str | os.PathLike | None = None) -> tuple[int, i
     except (ValueError, KeyError, TypeError):
         return None
     return cfg.n, cfg.m, cfg.multiple
+
+
+def model_metric(model: str, root: str | os.PathLike | None = None) -> str:
+    return _read_meta(Path(root or CHECKPOINT_DIR) / check_model_name(model)).get("metric", "mse")
+
+
+def available_metrics(root: str | os.PathLike | None = None) -> list[str]:
+    """The metrics some installed model is trained for."""
+    have = {model_metric(m, root) for m in list_models(root)}
+    return [m for m in METRICS if m in have]
+
+
+def model_for(metric: str | None = None, model: str | None = None,
+              root: str | os.PathLike | None = None) -> str:
+    """The model a codec runs: ``model`` when named (its metric must agree with ``metric``
+    when both are given), else the default model when it is trained for ``metric``
+    (default mse), else the first installed model that is."""
+    if metric is not None and metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; one of {list(METRICS)}")
+    if model is not None:
+        if metric is not None and model_metric(model, root) != metric:
+            raise ValueError(f"model {model!r} is trained for {model_metric(model, root)}, not {metric}")
+        return model
+    metric = metric or "mse"
+    names = list_models(root)
+    ordered = ([DEFAULT_MODEL] if DEFAULT_MODEL in names else []) + [m for m in names if m != DEFAULT_MODEL]
+    for name in ordered:
+        if model_metric(name, root) == metric:
+            return name
+    raise ValueError(f"no installed model is trained for {metric}; metrics available: {available_metrics(root)}")
 
 
 def _read_meta(model_dir: Path) -> dict:
@@ -288,11 +327,12 @@ def load_net(q: Quality) -> CodecNet:
 
 
 def write_model_dir(model_dir: str | os.PathLike, net: CodecNet, qualities_: dict[int, float],
-                    provenance: dict | None = None, extra: dict | None = None) -> Path:
-    """Write ``weights.safetensors`` + ``model.json`` for a ladder {quality: imp_bias}."""
+                    provenance: dict | None = None, extra: dict | None = None, dtype=None) -> Path:
+    """Write ``weights.safetensors`` (float32, or ``dtype``) + ``model.json`` for a ladder
+    {quality: imp_bias}."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    save_weights(net, model_dir / "weights.safetensors")
+    save_weights(net, model_dir / "weights.safetensors", dtype)
     meta = {
         "weights": "weights.safetensors",
         "config": json.loads(net.cfg.to_json()),

@@ -34,7 +34,11 @@ class Codec:
 
     quality   1..K, a rung of the model's rate ladder (None: the model's default_quality, else
               the middle one); retired rungs only decode
-    model     a shipped model name (``engine.checkpoint.list_models()``)
+    model     a shipped model name (``engine.checkpoint.list_models()``; default: the model
+              for ``metric``)
+    metric    "mse" (default) or "ms-ssim": the installed model trained for it
+              (``engine.checkpoint.available_metrics()``); files of another model decode with
+              ``Codec(model=NAME)``, and the error a file of another model raises names it
     backend   "auto" | "torch" | "onnxruntime" | "openvino" | "tensorrt" (auto: engine/runners/select.py;
               OpenVINO in bf16 where the CPU has bf16 matrix units and it is built)
     kernels   "auto" | "torch" | "triton" (else ENGINE_KERNELS)
@@ -72,13 +76,13 @@ class Codec:
     ``codec.timer = engine.timing.StageTimer()`` records per-stage times of every call.
     """
 
-    def __init__(self, quality: int | None = None, model: str = checkpoint.DEFAULT_MODEL,
+    def __init__(self, quality: int | None = None, model: str | None = None,
                  backend: str = "auto", kernels: str | None = None, entropy: str = "rans",
                  device: str | None = None, max_pixels: int | None = None,
                  root: str | Path | None = None, threads: int | None = None,
                  tile_pixels: int | None = None, tile_size: int | None = None,
                  entropy_pool: str | None = None, effort: int = 0, coder: str | None = None,
-                 precision: str | None = None, compile: str | None = None):
+                 precision: str | None = None, compile: str | None = None, metric: str | None = None):
         from kernels import kernel_choice
 
         from .search import check_effort
@@ -102,9 +106,11 @@ class Codec:
         self.tile_pixels = int(tiling.DEFAULT_TILE_PIXELS if tile_pixels is None else tile_pixels)
         self.tile_size = tiling.check_tile_size(tiling.DEFAULT_TILE_SIZE if tile_size is None else tile_size)
         self.timer = None
+        model = checkpoint.model_for(metric, model, self.root)   # as CompressAI's metric=: the model for it
         self.model_name = model
         self.rungs = Rungs(model, self.root, backend, device, threads, precision, compile)
         self.quality = self.rungs.codings.resolve(quality).quality      # checks model and quality
+        self.metric = checkpoint.model_metric(model, self.root)
         lanes.resolve_coder(coder, "cpu")            # an unknown coder name fails here
         self._coder_choice, self._coder = coder, None
         try:

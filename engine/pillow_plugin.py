@@ -48,7 +48,7 @@ EXTENSION = ".hnlc"
 MIME = "image/x-hnlc"
 DECODER = "hnlc"
 MAGIC = b"HNLC"
-SETTINGS = ("model", "quality", "effort", "entropy")      # what a save call may set
+SETTINGS = ("model", "quality", "effort", "entropy", "metric")      # what a save call may set
 
 _lock = threading.Lock()
 _options: dict = {}

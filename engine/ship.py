@@ -53,6 +53,9 @@ def main(argv=None):
     ap.add_argument("--biases", default="-1.5,-0.75,0,0.75,1.5")
     ap.add_argument("--fit-images", type=int, default=120)
     ap.add_argument("--out-root", default=str(CHECKPOINT_DIR))
+    ap.add_argument("--default-quality", type=int, default=None, help="the rung Codec() encodes with by default")
+    ap.add_argument("--fp16-weights", action="store_true", help="store the weights as float16 (half the bytes)")
+    ap.add_argument("--metric", default="mse", help="what the run was trained for (model.json; Codec(metric=...))")
     ap.add_argument("--lineage", nargs="*", default=[],
                     help="train.json files of the earlier runs a warm-started (--init) run grew from")
     args = ap.parse_args(argv)
@@ -64,6 +67,12 @@ def main(argv=None):
     net = CodecNet(cfg)
     from safetensors.torch import load_file
     net.load_state_dict(load_file(str(run / "weights.safetensors")))
+    if args.fp16_weights:
+        # Round first, so the ladder, the tables and every number below are the stored
+        # weights' own (bench.standing_save measures what the rounding costs).
+        with torch.no_grad():
+            for t in net.state_dict().values():
+                t.copy_(t.half().float())
     net.eval()
     biases = [float(b) for b in args.biases.split(",")]
     data = Path(args.data)
@@ -113,7 +122,13 @@ def main(argv=None):
     if args.lineage:
         prov["earlier_training"] = [json.loads(Path(f).read_text()) for f in args.lineage]
     d = write_model_dir(Path(args.out_root) / args.name, net, {i: v["imp_bias"] for i, v in ladder.items()}, prov,
-                        extra={i: {k: v for k, v in ladder[i].items() if k != "imp_bias"} for i in ladder})
+                        extra={i: {k: v for k, v in ladder[i].items() if k != "imp_bias"} for i in ladder},
+                        dtype=torch.float16 if args.fp16_weights else None)
+    meta = json.loads((d / "model.json").read_text())
+    meta["metric"] = args.metric
+    if args.default_quality:
+        meta["default_quality"] = args.default_quality
+    (d / "model.json").write_text(json.dumps(meta, indent=1))
     flat = {}
     for i, b in enumerate(biases, 1):
         flat.update(tables[b].as_dict(f"q{i}."))

@@ -89,8 +89,8 @@ def record_cpu_table(out: Path) -> None:
         q, ent, effort = setting.split("-")
         if ent == "rans" or setting in res.get("setting_cpu", {}):
             continue                            # v2 pixels are v1's; e1 stays on its CPU
-        codec = engine.Codec(quality=int(q[1:]), entropy=ent, effort=int(effort[1:]),
-                             backend="torch", kernels="torch")
+        codec = engine.Codec(quality=int(q[1:]), model=res.get("model", "small"), entropy=ent,
+                             effort=int(effort[1:]), backend="torch", kernels="torch")
         imgs = {**inputs("synthetic"), **inputs("kodak")}
         table[setting] = {}
         for name, want in cases.items():
@@ -103,15 +103,16 @@ def record_cpu_table(out: Path) -> None:
     print(cpu_key(), len(table), file=sys.stderr)
 
 
-def record(out: Path, only: set | None = None) -> None:
+def record(out: Path, only: set | None = None, model: str = "small", settings=SETTINGS) -> None:
     import engine
-    res = {"engine": engine.__file__, "settings": {}}
+    res = {"engine": engine.__file__, "model": model, "settings": {}}
     if only:
         res = json.loads(out.read_text())
-    for q, ent, effort in SETTINGS:
+        model = res.get("model", "small")
+    for q, ent, effort in settings:
         if only and f"q{q}-{ent}-e{effort}" not in only:
             continue
-        codec = engine.Codec(quality=q, entropy=ent, effort=effort, backend="torch", kernels="torch")
+        codec = engine.Codec(quality=q, model=model, entropy=ent, effort=effort, backend="torch", kernels="torch")
         cases = {}
         for which in ("synthetic", "kodak"):
             if effort and which == "kodak":
@@ -129,6 +130,8 @@ def record(out: Path, only: set | None = None) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(HERE / "golden" / "small.json"))
+    ap.add_argument("--model", default="small", help="the model to record (a new file: --out golden/NAME.json)")
+    ap.add_argument("--rans-only", action="store_true", help="record the default mode (v2) only, effort 0")
     ap.add_argument("--only", default="", help="comma list of settings to (re)record into --out, keeping the others")
     ap.add_argument("--cpu-table", action="store_true",
                     help="add this CPU kind's decoded pixel hashes to --out (bytes must match)")
@@ -136,4 +139,5 @@ if __name__ == "__main__":
     if args.cpu_table:
         record_cpu_table(Path(args.out))
         sys.exit(0)
-    record(Path(args.out), set(filter(None, args.only.split(","))) or None)
+    settings = [s for s in SETTINGS if s[1] == "rans"] if args.rans_only else SETTINGS
+    record(Path(args.out), set(filter(None, args.only.split(","))) or None, args.model, settings)
