@@ -136,6 +136,8 @@ def summarize(images: dict, keys: list[str]) -> dict:
         mb = [r["max_bytes"] for r in rows if "max_bytes" in r and "roi" in r["max_bytes"]]
         s = {"images": len(rows)}
         s["equal_bytes"] = {"images": len(eq),
+                            "inside_rises": sum(r["roi"]["in"] > r["equal_bytes"]["in"] for r in eq),
+                            "outside_falls": sum(r["roi"]["out"] < r["equal_bytes"]["out"] for r in eq),
                             "bytes": _mean(r["roi"]["bytes"] for r in eq),
                             "roi_in": _mean(r["roi"]["in"] for r in eq), "roi_out": _mean(r["roi"]["out"] for r in eq),
                             "plain_in": _mean(r["equal_bytes"]["in"] for r in eq),
@@ -158,6 +160,19 @@ def summarize(images: dict, keys: list[str]) -> dict:
     return out
 
 
+def git_state() -> str:
+    """HEAD's commit, and "+ uncommitted changes" when the tracked files differ from it."""
+    import subprocess
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "engine", "kernels", "native"],
+                               cwd=REPO).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" + uncommitted changes" if dirty else "")
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
@@ -175,6 +190,14 @@ def machine() -> dict:
                     hypervisor="hypervisor" in fields.get("flags", "").split())
     except OSError:
         pass
+    try:
+        import subprocess
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        vendor = re.search(r"^Hypervisor vendor:\s*(.+)$", out, re.M)
+        if vendor:
+            info["hypervisor_vendor"] = vendor.group(1).strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
     return info
 
 
@@ -184,18 +207,21 @@ def markdown(summary: dict, info: dict) -> str:
          "names, never Kodak); region: a centred box of 25% of each image (half width x half height). "
          f"Backend {info['backend']}; CPU: {info['cpu']} (model {info.get('cpu_model')}, "
          f"{info.get('logical_cpus')} logical CPUs, AMX-bf16 {info.get('amx_bf16')}, "
-         f"{'a VM' if info.get('hypervisor') else 'bare metal'}); model stream ids {info['stream_ids']}.",
+         f"{('a ' + info.get('hypervisor_vendor', '') + ' VM').replace('  ', ' ') if info.get('hypervisor') else 'bare metal'}); model stream ids {info['stream_ids']}; code "
+         f"{info.get('commit', 'not recorded')}.",
          "", f"`{info['command']}`", "",
          "PSNR (RGB, dB, mean over images of each image's value) inside the region and outside it.", "",
          "**Equal bytes**: the ROI file against the no-ROI ladder interpolated at the ROI file's size "
          "(linear in log bytes between the rungs around it).", "",
-         "| ROI rung, boost | images | mean bytes | inside: no ROI -> ROI | outside: no ROI -> ROI | whole image |",
-         "|---|---|---|---|---|---|"]
+         "| ROI rung, boost | images | mean bytes | inside: no ROI -> ROI | outside: no ROI -> ROI | whole image "
+         "| images where inside rises / outside falls |",
+         "|---|---|---|---|---|---|---|"]
     for k, s in summary.items():
         e = s["equal_bytes"]
         L.append(f"| {k} | {e['images']} | {e['bytes']:.0f} | {e['plain_in']:.2f} -> {e['roi_in']:.2f} "
                  f"({e['roi_in'] - e['plain_in']:+.2f}) | {e['plain_out']:.2f} -> {e['roi_out']:.2f} "
-                 f"({e['roi_out'] - e['plain_out']:+.2f}) | {e['plain_all']:.2f} -> {e['roi_all']:.2f} |")
+                 f"({e['roi_out'] - e['plain_out']:+.2f}) | {e['plain_all']:.2f} -> {e['roi_all']:.2f} "
+                 f"| {e['inside_rises']} / {e['outside_falls']} |")
     L += ["", "**Closest rung**: real files; the no-ROI rung whose file is closest in size to each ROI file.", "",
           "| ROI rung, boost | mean bytes no ROI / ROI | inside: no ROI -> ROI | outside: no ROI -> ROI |",
           "|---|---|---|---|"]
@@ -234,7 +260,7 @@ def outline(rgb: np.ndarray, box, colour=(255, 40, 40), width: int = 2) -> np.nd
     return out
 
 
-def example_png(path, img: np.ndarray, plain: dict, roi: dict, k: float) -> None:
+def example_png(path, img: np.ndarray, plain: dict, roi: dict, k: float, caption: str = "original") -> None:
     """original | no ROI | ROI side by side at native size, the region outlined, each labelled."""
     from PIL import Image, ImageDraw
     h, w = img.shape[:2]
@@ -242,7 +268,7 @@ def example_png(path, img: np.ndarray, plain: dict, roi: dict, k: float) -> None
     gap, top = 6, 30
     canvas = Image.new("RGB", (3 * w + 2 * gap, h + top), "white")
     draw = ImageDraw.Draw(canvas)
-    panels = [(img, "original"),
+    panels = [(img, caption),
               (plain["_decoded"], f"no ROI q{plain['quality']}: {plain['bytes']} B, in {plain['in']:.2f} / "
                                   f"out {plain['out']:.2f} dB"),
               (roi["_decoded"], f"ROI k={k:g} q{roi['quality']}: {roi['bytes']} B, in {roi['in']:.2f} / "
@@ -280,12 +306,21 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default=None, help="results name (default roi-<cpu>[-e<effort>])")
     ap.add_argument("--png", default=None, help="the example picture (original | no ROI | ROI)")
     ap.add_argument("--png-only", action="store_true", help="only the example picture, no measurement")
+    ap.add_argument("--render", default=None, metavar="JSON", help="rewrite a run's .md from its .json and stop")
     ap.add_argument("--example", default=None, help="the example image's file name (default: the first)")
     ap.add_argument("--example-boost", type=float, default=None, help="(default: the last of --boosts)")
     ap.add_argument("--example-quality", type=int, default=None, help="(default: the first of --quality)")
     args = ap.parse_args(argv)
 
     import sys
+
+    if args.render:
+        d = json.loads(Path(args.render).read_text())
+        d["summary"] = summarize(d["images"], list(d["summary"]))
+        Path(args.render).write_text(json.dumps(d, indent=1, default=str))
+        Path(args.render).with_suffix(".md").write_text(markdown(d["summary"], d["info"]))
+        print(markdown(d["summary"], d["info"]))
+        return 0
 
     import engine
     from engine import checkpoint
@@ -302,6 +337,7 @@ def main(argv=None) -> int:
     info = machine() | {"model": model, "qualities": roi_qs, "effort": args.effort, "boosts": boosts,
                         "backend": codecs[roi_qs[0]].runner.name, "images": len(val),
                         "stream_ids": {q: c.rung.stream_id.hex() for q, c in codecs.items()},
+                        "commit": git_state(),
                         "command": "python -m bench.roi " + " ".join(argv if argv is not None else sys.argv[1:])}
     keys = [row_key(q, k) for q in roi_qs for k in boosts]
     name = args.name or f"roi-{slug(info['cpu'])}-{info.get('logical_cpus')}cpu" + \
@@ -328,7 +364,8 @@ def main(argv=None) -> int:
         dec = codecs[args.example_quality or roi_qs[0]]
         roi = coded(dec, dec, img, mask, roi=mask, roi_boost=k)
         ladder = [coded(c, dec, img, mask) for c in codecs.values()]
-        example_png(args.png, img, closest(ladder, roi["bytes"]), roi, k)
+        example_png(args.png, img, closest(ladder, roi["bytes"]), roi, k,
+                    f"original: {name} (model {model}, {dec.runner.name})")
         print(f"wrote {args.png} ({name}, k={k:g})")
     return 0
 
