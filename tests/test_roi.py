@@ -15,6 +15,15 @@ from engine.errors import ImageError
 H, W = 40, 56          # 5 x 7 importance locations of the image's own pixels
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny networks: one torch thread (many times faster on a busy 2-core machine); restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _codec(tiny_root, quality=1, **kw):
     return engine.Codec(model="tiny", root=tiny_root, backend=kw.pop("backend", "torch"), kernels="torch",
                         quality=quality, **kw)
