@@ -25,7 +25,7 @@ from .model import CodecNet, ModelConfig
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 # small16: the small model with 16 colour codes, trained to keep every colour (issue #29).
 # "small" (8 colour codes) stays installed: its files decode with Codec(model="small").
-DEFAULT_MODEL = "small"
+DEFAULT_MODEL = "small16"
 # What a model is trained for (model.json "metric"; mse when unsaid), as CompressAI's
 # ``metric=``: Codec(metric=...) picks the installed model trained for it.
 METRICS = ("mse", "ms-ssim")
