@@ -379,7 +379,7 @@ def main(argv=None):
     if args.plot:
         plot(out, args.plot, args.anchors)
     if args.html:
-        eval_page.write(out, args.html, paths, recs, page_rung, anchors=args.anchors, extras=args.html_extra)
+        eval_page.write(sys.modules[__name__], out, args.html, paths, recs, page_rung, anchors=args.anchors, extras=args.html_extra)
     return out
 
 

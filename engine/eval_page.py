@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import eval as ev
 
 CROP = 256
 EXTRA_EXTS = {".png", ".jpg", ".jpeg", ".svg", ".webp", ".gif"}
@@ -65,7 +64,7 @@ def _row_of(rows, name):
     return next(r for r in rows if r["image"] == name)
 
 
-def _panels(out, rung, i, name, rgb, recs):
+def _panels(ev, out, rung, i, name, rgb, recs):
     """The codecs shown for one image: [(label, detail, rec, row)], ours first."""
     panels = []
     for curve, q in sorted(rung, key=lambda k: k[0].effort):
@@ -87,7 +86,7 @@ def _panels(out, rung, i, name, rgb, recs):
     return panels, budget, missing
 
 
-def _caption(label, detail, row, crop_psnr):
+def _caption(ev, label, detail, row, crop_psnr):
     if label == "original":
         return f"<b>original</b> <span class=detail>{html.escape(detail)}, source file {row['bytes']:,} B</span>"
     return (f"<b>{html.escape(label)}</b> <span class=detail>{html.escape(detail)}</span><br>"
@@ -96,10 +95,10 @@ def _caption(label, detail, row, crop_psnr):
             f"ΔE00 {ev.fmt(row.get('delta-e00'))} · crop PSNR {ev.fmt(crop_psnr)} dB")
 
 
-def _image_section(out, rung, i, path, recs, folder: Path, rel: str) -> str:
+def _image_section(ev, out, rung, i, path, recs, folder: Path, rel: str) -> str:
     from .data import load_rgb
     rgb = load_rgb(path)
-    panels, budget, missing = _panels(out, rung, i, path.name, rgb, recs)
+    panels, budget, missing = _panels(ev, out, rung, i, path.name, rgb, recs)
     y, x, h, w = pick_crop(rgb, [p[2] for p in panels])
     stem = f"{i:03d}"
     figs, slots = [], []
@@ -108,7 +107,7 @@ def _image_section(out, rung, i, path, recs, folder: Path, rel: str) -> str:
         crop = np.ascontiguousarray(rec[y:y + h, x:x + w])
         src = f"{rel}/{stem}-{k}.png"
         Image.fromarray(crop).save(folder / f"{stem}-{k}.png")
-        cap = _caption(label, detail, row, ev.psnr_rgb(rgb[y:y + h, x:x + w], crop))
+        cap = _caption(ev, label, detail, row, ev.psnr_rgb(rgb[y:y + h, x:x + w], crop))
         img = f'<img class=px src="{src}" width={w} height={h} alt="{html.escape(label)}">'
         figs.append(f"<figure>{img}<figcaption>{cap}</figcaption></figure>")
         slots.append((label, src))
@@ -165,8 +164,10 @@ def _extras_section(folder: Path) -> str:
     return f'<section id=extras><h2>More figures</h2><div class=grid>{"".join(figs)}</div></section>'
 
 
-def write(out: dict, folder, paths, recs: dict, rung: set, anchors=None, extras=()) -> Path:
-    """Write the page to folder/index.html (plot, crops and extras beside it); returns its path."""
+def write(ev, out: dict, folder, paths, recs: dict, rung: set, anchors=None, extras=()) -> Path:
+    """Write the page to folder/index.html (plot, crops and extras beside it); returns its path.
+    ``ev``: engine.eval, which calls this: its metrics, baselines, plot and tables are passed
+    in rather than imported, so the two modules do not import each other."""
     folder = Path(folder)
     crops = folder / "crops"
     crops.mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,7 @@ def write(out: dict, folder, paths, recs: dict, rung: set, anchors=None, extras=
         path, _, caption = spec.partition("=")
         add_extra(folder, path, caption)
     tables = "".join(_table_html(*t) for t in ev.tables(out))
-    images = "".join(_image_section(out, rung, i, p, recs, crops, "crops") for i, p in enumerate(paths))
+    images = "".join(_image_section(ev, out, rung, i, p, recs, crops, "crops") for i, p in enumerate(paths))
     page = PAGE.format(title=html.escape(f"{out['name']}: {len(out['images'])} images"),
                        machine=html.escape(out["machine"]), command=html.escape(out["command"]),
                        tables=tables, images=images, extras=_extras_section(folder), script=SCRIPT,
