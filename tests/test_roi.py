@@ -165,19 +165,32 @@ def test_triton_bit_path_and_coder_write_the_same_roi_files(tiny_root):
 
 
 @pytest.fixture(scope="module")
-def tiny_ort(tmp_path_factory, tiny_root):
+def tiny_graphs(tmp_path_factory, tiny_root):
+    """The tiny model's q1 built for ONNX Runtime and, where installed, OpenVINO (fp32)."""
     pytest.importorskip("onnxruntime")
     from engine import build
-    out = tmp_path_factory.mktemp("roi_ort")
-    res = build.build("tiny", 1, "onnxruntime", "fp32", out, tiny_root, log=lambda *a, **k: None)
-    assert [r.status for r in res] == ["built"]
-    return out
+    from engine.checkpoint import resolve
+    out = tmp_path_factory.mktemp("roi_graphs")
+    backends = ["onnxruntime"]
+    try:
+        import openvino  # noqa: F401
+        backends.append("openvino")
+    except ImportError:
+        pass
+    for be in backends:
+        r = build.build_quality(resolve("tiny", 1, root=tiny_root), be, "fp32", out, log=lambda *a, **k: None)
+        assert r.status == "built"
+    return out, backends
 
 
-def test_onnxruntime_levels_rise_under_the_mask(tiny_root, tiny_ort, monkeypatch):
-    monkeypatch.setenv("ENGINE_BUILD_DIR", str(tiny_ort))
-    codec = _codec(tiny_root, backend="onnxruntime")
-    assert codec.runner.name == "onnxruntime"
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_graph_backends_raise_the_levels_under_the_mask(tiny_root, tiny_graphs, backend, monkeypatch):
+    out, built = tiny_graphs
+    if backend not in built:
+        pytest.skip(f"{backend} is not installed")
+    monkeypatch.setenv("ENGINE_BUILD_DIR", str(out))
+    codec = _codec(tiny_root, backend=backend, precision="fp32")
+    assert codec.runner.name == backend
     img = _img()
     plain = _levels(codec, codec.compress(img))
     boosted = _levels(codec, codec.compress(img, roi=_mask(), roi_boost=3))
