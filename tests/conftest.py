@@ -30,10 +30,10 @@ def shipped_ort_build(tmp_path_factory):
     into a temporary build dir (a clean clone has none): its path, for
     ENGINE_BUILD_DIR.  Skips where the shipped model is not in the checkout."""
     from engine import build
-    from engine.checkpoint import CHECKPOINT_DIR
-    if not (CHECKPOINT_DIR / "small" / "model.json").exists():
+    from engine.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL
+    if not (CHECKPOINT_DIR / DEFAULT_MODEL / "model.json").exists():
         pytest.skip("the shipped model is not in this checkout")
     out = tmp_path_factory.mktemp("ort_build")
-    res = build.build("small", 4, "onnxruntime", "fp32", out, None, log=lambda *a, **k: None)
+    res = build.build(DEFAULT_MODEL, 4, "onnxruntime", "fp32", out, None, log=lambda *a, **k: None)
     assert [r.status for r in res] == ["built"]
     return out
