@@ -42,7 +42,7 @@ import numpy as np
 from .errors import ImageError
 
 DEFAULT_BOOST = 1.0      # logit units: 2 rungs of the shipped ladder (its offsets are 0.5 apart); at equal
-                         # bytes k = 1 bought more inside and cost less outside than k = 2 (bench/roi.py)
+                         # bytes k = 1 cost less outside than k = 2 for as much (small16) or more (small) inside
 MAX_BOOST = 30.0         # sigmoid(30) rounds to 1 in float32: more does nothing more
 BLOCK = 8                # image pixels per importance-map location, each way
 
