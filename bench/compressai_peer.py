@@ -18,6 +18,22 @@ import json
 import time
 
 
+def _torchvision_or_stub() -> None:
+    """CompressAI imports torchvision only to list its transforms (compressai/registry).
+    Where the torchvision wheel does not fit the CPU torch (pip found only a CUDA build
+    of it), an empty stand-in is put in its place; the codec does not use it."""
+    import sys
+    import types
+    try:
+        import torchvision.transforms  # noqa: F401
+    except Exception:  # noqa: BLE001 - e.g. "operator torchvision::nms does not exist"
+        for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
+            del sys.modules[k]
+        tv = types.ModuleType("torchvision")
+        tv.transforms = types.ModuleType("torchvision.transforms")
+        sys.modules["torchvision"], sys.modules["torchvision.transforms"] = tv, tv.transforms
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("images", nargs="+")
@@ -28,6 +44,7 @@ def main() -> None:
     import numpy as np
     import torch
     import torch.nn.functional as F
+    _torchvision_or_stub()
     from compressai.zoo import bmshj2018_factorized
     from PIL import Image
 

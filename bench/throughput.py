@@ -33,7 +33,8 @@ In the same run:
 * ``--compressai PYTHON``: CompressAI's bmshj2018-factorized at quality 3 with random
   weights (a speed peer: bench/compressai_peer.py, run by that interpreter, a scratch
   venv, as one subprocess per round that times itself), compressing and decompressing
-  the same images one at a time in each round, with the same threads;
+  the same images (or the first ``--compressai-limit``) one at a time in each round,
+  with the same threads; compared per image;
 * the floor: model FLOPs per image (torch.utils.flop_counter on encoder and
   decoder) / the device's measured peak (a large float32 matmul, same threads),
   and the fraction of it achieved (floor time / measured time per image, for the
@@ -550,6 +551,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--compressai", default=None, metavar="PYTHON",
                     help="a scratch venv's python with compressai==1.2.8: its bmshj2018-factorized q3 "
                          "(random weights) runs in every round (bench/compressai_peer.py)")
+    ap.add_argument("--compressai-limit", type=int, default=0,
+                    help="the peer codes only the first N of the images in each round (0: all); times are "
+                         "per image either way")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = ap.parse_args(argv)
 
@@ -568,6 +572,7 @@ def main(argv=None) -> dict:
     q = resolve(model, args.quality, root=root)
     images = load_images(args.data, args.limit)
     image_paths = [str(p) for p in list_images(args.data)[: args.limit or None]]     # the CompressAI peer's
+    image_paths = image_paths[: args.compressai_limit or None]
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     wanted = args.backends.split(",") if args.backends else available_backends()
     info = machine_info(threads)

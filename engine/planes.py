@@ -8,10 +8,14 @@ pixel means the same thing everywhere.
 """
 from __future__ import annotations
 
+import importlib
+import os
+import warnings
+
 import numpy as np
 import torch
 
-from .color import rgb8_to_ycbcr, ycbcr_to_rgb
+from .color import RGB2YCC, YCC2RGB, rgb8_to_ycbcr, ycbcr_to_rgb
 
 
 def padded_size(h: int, w: int, multiple: int) -> tuple[int, int]:
@@ -39,12 +43,107 @@ def _strips(h: int, w: int):
     return [(r0, min(h, r0 + rows)) for r0 in range(0, h, rows)]
 
 
-def preprocess_tensor(rgb: torch.Tensor, multiple: int) -> torch.Tensor:
+# ----------------------------------------------------------------------------- native
+# On the CPU both conversions run in the native extension when it is built
+# (native/pixels.cpp, engine.rans_native): one pass and one thread per image, the GIL
+# released, exactly the values of the torch code below -- the encoder's the fma chain
+# :func:`engine.color.rgb8_to_ycbcr` defines, the decoder's the same chain for the
+# inverse matrix, then clamp, x255 and round half to even (tests/test_pixels.py: all
+# 2^24 colours one way, random and edge planes the other).  Measured on the 2-core
+# Xeon VM while it was busy: 768x512 in ~1-5 ms against ~40-50 ms for torch's ops on
+# its two intra-op threads, as much as a bf16 network (issue #25).  A build without
+# the functions, ``ENGINE_NATIVE_PIXELS=0``, or a failed check against torch at first
+# use (a warning) runs the torch code.
+NATIVE_ENV = "ENGINE_NATIVE_PIXELS"
+NATIVE_THREADS_PIXELS = 1 << 21     # images this large are converted on every CPU
+_native = None
+
+
+class NativePixels:
+    def __init__(self, mod):
+        self.mod = mod
+        self.lut = torch.arange(256, dtype=torch.uint8).float().div_(255).numpy()   # what rgb8_to_ycbcr divides
+        self.fwd = RGB2YCC.float().numpy().reshape(-1).copy()
+        self.inv = YCC2RGB.float().numpy().reshape(-1).copy()
+        self.off = np.float32([0.0, 0.5, 0.5])     # engine/color.py's offsets (checked below)
+
+    @staticmethod
+    def _threads(pixels: int) -> int:
+        return (os.cpu_count() or 1) if pixels >= NATIVE_THREADS_PIXELS else 1
+
+    def to_planes(self, rgb: np.ndarray, out: np.ndarray) -> None:
+        """(h, w, 3) uint8 -> out (3, H, W) float32, replicate-padded."""
+        self.mod.rgb_to_planes(rgb, out, self.lut, self.fwd, self.off, self._threads(rgb.shape[0] * rgb.shape[1]))
+
+    def to_rgb(self, planes: np.ndarray, out: np.ndarray, gray: bool) -> None:
+        """(3, H, W) float32 -> out (h, w, 3) uint8."""
+        self.mod.planes_to_rgb(planes, out, self.inv, self.off, gray, self._threads(out.shape[0] * out.shape[1]))
+
+
+def native_pixels() -> NativePixels | None:
+    """The native conversions, checked against the torch code once, or None."""
+    global _native
+    if _native is None:
+        _native = _load_native() or False
+    return _native or None
+
+
+def _load_native() -> NativePixels | None:
+    if os.environ.get(NATIVE_ENV, "1").strip() == "0":
+        return None
+    try:   # by name: the extension is optional and built with the entropy coder
+        mod = importlib.import_module("engine.rans_native")
+    except ImportError:
+        return None
+    if not hasattr(mod, "rgb_to_planes"):
+        return None
+    nat = NativePixels(mod)
+    # A check on real work: a small image through both paths, both ways.
+    g = np.random.default_rng(0)
+    rgb = g.integers(0, 256, (37, 29, 3), dtype=np.uint8)
+    rgb[0, :8] = [[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [1, 2, 3], [254, 1, 128], [128, 128, 128]]
+    ref = _preprocess_torch(torch.from_numpy(rgb), 16)[0].numpy()
+    got = np.empty_like(ref)
+    nat.to_planes(rgb, got)
+    planes = np.concatenate([ref, g.uniform(-0.2, 1.2, ref.shape).astype(np.float32)], 1)
+    ok = np.array_equal(got.view(np.uint32), ref.view(np.uint32))
+    for gray in (False, True):
+        want = _postprocess_torch(torch.from_numpy(planes)[None], 90, 30, gray).numpy()
+        have = np.empty_like(want)
+        nat.to_rgb(planes, have, gray)
+        ok = ok and np.array_equal(want, have)
+    if not ok:
+        warnings.warn("engine.rans_native's pixel conversions differ from torch's here: using torch's "
+                      f"(set {NATIVE_ENV}=0 to skip the check)", RuntimeWarning, stacklevel=3)
+        return None
+    return nat
+
+
+def _native_for(t: torch.Tensor) -> NativePixels | None:
+    if t.device.type != "cpu" or not t.is_contiguous():
+        return None
+    return native_pixels()
+
+
+# ----------------------------------------------------------------------------- torch
+
+def preprocess_tensor(rgb: torch.Tensor, multiple: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`preprocess` for a contiguous (H, W, 3) uint8 tensor already on its device
-    (the engine stages images in its own buffers and then runs exactly these ops)."""
+    (the engine stages images in its own buffers and then runs exactly these ops);
+    ``out``: a (1, 3, H', W') float32 tensor on that device to write them into."""
+    nat = _native_for(rgb)
+    if nat is None or 0 in rgb.shape or (out is not None and not out.is_contiguous()):
+        return _preprocess_torch(rgb, multiple, out)
+    H, W = padded_size(*rgb.shape[:2], multiple)
+    ycc = torch.empty((1, 3, H, W), dtype=torch.float32) if out is None else out
+    nat.to_planes(rgb.numpy(), ycc[0].numpy())
+    return ycc
+
+
+def _preprocess_torch(rgb: torch.Tensor, multiple: int, out: torch.Tensor | None = None) -> torch.Tensor:
     h, w = rgb.shape[:2]
     H, W = padded_size(h, w, multiple)
-    ycc = torch.empty((1, 3, H, W), dtype=torch.float32, device=rgb.device)
+    ycc = torch.empty((1, 3, H, W), dtype=torch.float32, device=rgb.device) if out is None else out
     rgb8_to_ycbcr(rgb, ycc[0, :, :h, :w])
     if W > w:        # replicate padding: the last column, then the last row (corner included)
         ycc[:, :, :h, w:] = ycc[:, :, :h, w - 1:w]
@@ -105,6 +204,16 @@ def postprocess(ycc: torch.Tensor, h: int, w: int, gray: bool = False) -> np.nda
 def postprocess_tensor(ycc: torch.Tensor, h: int, w: int, gray: bool = False) -> torch.Tensor:
     """:func:`postprocess` without the copy to the host: a contiguous (h, w, 3) uint8
     tensor on ycc's device (converted in row strips, see STRIP_PIXELS)."""
+    planes = ycc[0].detach()
+    nat = _native_for(planes) if planes.dtype == torch.float32 else None
+    if nat is None or h == 0 or w == 0:
+        return _postprocess_torch(ycc, h, w, gray)
+    out = torch.empty((h, w, 3), dtype=torch.uint8)
+    nat.to_rgb(planes.numpy(), out.numpy(), gray)
+    return out
+
+
+def _postprocess_torch(ycc: torch.Tensor, h: int, w: int, gray: bool = False) -> torch.Tensor:
     out = torch.empty((h, w, 3), dtype=torch.uint8, device=ycc.device)
     for r0, r1 in _strips(h, w):
         y = ycc[:1, :, r0:r1, :w].float()

@@ -85,8 +85,15 @@ def stage_images(lane, rgbs: list, multiple: int, lazy: bool = False) -> torch.T
     if lazy:
         return LazyPlanes(dev.view(rgbs[0].shape), multiple)
     with lane.stage("preprocess"):
-        planes = [preprocess_tensor(dev[o:o + nb].view(r.shape), multiple) for r, o, nb in zip(rgbs, offs, sizes)]
-        return planes[0] if len(planes) == 1 else torch.cat(planes)   # one image (a tiled one): no copy
+        if len(rgbs) == 1:
+            return preprocess_tensor(dev.view(rgbs[0].shape), multiple)
+        # each image's planes written into the batch's tensor (a torch.cat of them cost as much
+        # as converting them, on a busy 2-core CPU: #25)
+        H, W = padded_size(*rgbs[0].shape[:2], multiple)
+        planes = torch.empty((len(rgbs), 3, H, W), dtype=torch.float32, device=lane.device)
+        for k, (r, o, nb) in enumerate(zip(rgbs, offs, sizes)):
+            preprocess_tensor(dev[o:o + nb].view(r.shape), multiple, out=planes[k:k + 1])
+        return planes
 
 
 def lazy_planes(opts, rung, rgbs: list, multiple: int) -> bool:
@@ -372,6 +379,15 @@ def _host_latents(opts, rung, lane, decs: list):
     with lane.stage("h2d"):
         if all(isinstance(d, tuple) for d in decs):
             B = len(decs)
+            if dev.type == "cpu" and lane.stream is None:
+                # Inline on the CPU: straight into the decoder's float inputs, numpy casting on this
+                # thread (torch's .float() on its intra-op threads cost ~10x that on a busy 2-core
+                # machine, #25).
+                ins = [torch.empty((B, *a.shape), dtype=torch.float32) for a in decs[0]]
+                for k, d in enumerate(decs):
+                    for buf, a in zip(ins, d):
+                        buf.numpy()[k] = a
+                return ins[0][:, None], ins[1], ins[2]
             host = [lane.host(name, (B, *a.shape)) for name, a in zip(("lv_in", "y_in", "c_in"), decs[0])]
             for k, d in enumerate(decs):
                 for buf, a in zip(host, d):
@@ -439,7 +455,10 @@ def to_images(lane, ycc: torch.Tensor, headers: list) -> list:
 
 def images_to_host(lane, images: list) -> list:
     """Device images -> views of one staging buffer (copies not waited for); read them
-    (and copy them out) after the lane's work is done."""
+    (and copy them out) after the lane's work is done.  Inline on the CPU the images are
+    host tensors of their own already: they are returned as they are."""
+    if lane.device.type == "cpu" and lane.stream is None:
+        return list(images)
     with lane.stage("d2h"):
         host = lane.host("rgb_out", (sum(o.numel() for o in images),))
         views, o0 = [], 0

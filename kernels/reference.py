@@ -45,18 +45,36 @@ def quantize(p: torch.Tensor, levels: int) -> torch.Tensor:
 
 def pack(e: torch.Tensor, p: torch.Tensor, ec: torch.Tensor, n: int, levels: int) -> list[Packed]:
     """Sigmoid features e (B, n, h, w), importance p (B, 1, h, w), CbCr features
-    ec (B, m, h/2, w/2) -> one :class:`Packed` per image."""
-    q = quantize(p, levels)
-    mask = importance.channel_mask(q.to(torch.int64), n, levels).bool()
-    yb = (e > 0.5)
-    cb = (ec > 0.5)
+    ec (B, m, h/2, w/2) -> one :class:`Packed` per image.
+
+    The thresholds run where the tensors are; the selection and packing in numpy on the
+    host.  CPU tensors go to numpy at once: torch's boolean indexing of the permuted
+    bits, and its intra-op threads on a busy machine, made this stage cost as much as a
+    bf16 encoder (issue #25); numpy gives the same values on one thread."""
+    q = _host(p, lambda t: quantize(t, levels), lambda a: _quantize_np(a, levels))
+    yb = _host(e, lambda t: t > 0.5, lambda a: a > 0.5)
+    cb = _host(ec, lambda t: t > 0.5, lambda a: a > 0.5)
+    need = importance.required_level(n, levels).numpy().astype(np.uint8)    # (n,) level channel k needs
     out = []
-    for i in range(e.shape[0]):
-        ysel = yb[i].permute(1, 2, 0)[mask[i].permute(1, 2, 0)].cpu().numpy()
-        csel = cb[i].permute(1, 2, 0).reshape(-1).cpu().numpy()
-        out.append(Packed(q[i, 0].cpu().numpy(), np.packbits(ysel).tobytes(), int(ysel.size),
+    for i in range(yb.shape[0]):
+        keep = q[i, 0][:, :, None] >= need                                  # channel_mask, (h, w, n)
+        ysel = yb[i].transpose(1, 2, 0)[keep]
+        csel = cb[i].transpose(1, 2, 0).reshape(-1)
+        out.append(Packed(q[i, 0].copy(), np.packbits(ysel).tobytes(), int(ysel.size),
                           np.packbits(csel).tobytes(), int(csel.size)))
     return out
+
+
+def _host(t: torch.Tensor, on_device, on_host) -> np.ndarray:
+    """``on_host(numpy array)`` for a CPU tensor, else ``on_device(t)`` copied to the host."""
+    if t.device.type == "cpu":
+        return on_host(t.detach().numpy())
+    return on_device(t).cpu().numpy()
+
+
+def _quantize_np(p: np.ndarray, levels: int) -> np.ndarray:
+    """:func:`quantize` in numpy: the same float32 product, floor and clamp."""
+    return np.clip(np.floor(p * np.float32(levels)), 0, levels - 1).astype(np.uint8)
 
 
 def expected_ybits(levels: np.ndarray, n: int, L: int) -> int:
