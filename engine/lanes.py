@@ -26,8 +26,6 @@ bytes); ``auto`` takes triton when the networks run on CUDA and Triton is instal
 """
 from __future__ import annotations
 
-import importlib
-import importlib.machinery
 import importlib.util
 import os
 import threading
@@ -51,23 +49,15 @@ _CODERS: dict[int, tuple] = {}
 
 
 def native():
-    """The native module, or None when it is not built."""
+    """The native module, or None when it is not built (engine/native.py loads it)."""
     global _NATIVE
     if _NATIVE is None:
-        path = os.environ.get("HNLC_NATIVE_LIB")
-        if path:
-            loader = importlib.machinery.ExtensionFileLoader("engine.rans_native", path)
-            spec = importlib.util.spec_from_file_location("engine.rans_native", path, loader=loader)
-            mod = importlib.util.module_from_spec(spec)
-            loader.exec_module(mod)
-            _NATIVE = mod
-        else:
-            try:   # by name: the extension is optional, and the package itself is a layer above
-                _NATIVE = importlib.import_module("engine.rans_native")
-            except ImportError:
-                warnings.warn("engine.rans_native is not built (pip install -e .): bitstream v2 runs on the "
-                              "slow numpy reference", RuntimeWarning, stacklevel=2)
-                _NATIVE = False
+        from . import native as native_lib
+        mod = native_lib.load()
+        if mod is None:
+            warnings.warn("engine.rans_native is not built (pip install -e .): bitstream v2 runs on the "
+                          "slow numpy reference", RuntimeWarning, stacklevel=2)
+        _NATIVE = mod or False
     return _NATIVE or None
 
 

@@ -8,7 +8,6 @@ pixel means the same thing everywhere.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import warnings
 
@@ -91,11 +90,9 @@ def native_pixels() -> NativePixels | None:
 def _load_native() -> NativePixels | None:
     if os.environ.get(NATIVE_ENV, "1").strip() == "0":
         return None
-    try:   # by name: the extension is optional and built with the entropy coder
-        mod = importlib.import_module("engine.rans_native")
-    except ImportError:
-        return None
-    if not hasattr(mod, "rgb_to_planes"):
+    from . import native
+    mod = native.load()
+    if mod is None or not hasattr(mod, "rgb_to_planes"):
         return None
     nat = NativePixels(mod)
     # A check on real work: a small image through both paths, both ways.

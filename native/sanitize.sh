@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The native coder under AddressSanitizer + UndefinedBehaviorSanitizer: builds
-# native/rans.cpp with -DHNLC_SANITIZE=ON (plain CMake, beside the installed
-# extension), then runs the native tests and the lane fuzz cases against that build
-# (engine/lanes.py loads it from HNLC_NATIVE_LIB).  Any ASan/UBSan report aborts the
+# native/rans.cpp and native/pixels.cpp with -DHNLC_SANITIZE=ON (plain CMake, beside the
+# installed extension), then runs the native tests, the pixel conversions' tests and the
+# lane fuzz cases against that build (engine/native.py loads it from HNLC_NATIVE_LIB).  Any ASan/UBSan report aborts the
 # run, so a pass means no out-of-bounds access and no undefined behaviour was hit.
 #
-#   bash native/sanitize.sh [pytest args...]      (default: the native and fuzz tests, slow included)
+#   bash native/sanitize.sh [pytest args...]      (default: the native, pixel and fuzz tests, slow included)
 #
 # Needs the project's venv active (nanobind comes with .[test]).
 set -euo pipefail
@@ -27,6 +27,6 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export HNLC_NATIVE_LIB="$(realpath "$lib")"
 if [ "$#" -eq 0 ]; then
   # (not the memory-bomb test: it measures RSS, which ASan inflates, and runs no new native code)
-  set -- tests/test_lanes.py tests/test_fuzz.py -m "slow or not slow" -k "not 10k and not bomb"
+  set -- tests/test_lanes.py tests/test_fuzz.py tests/test_pixels.py -m "slow or not slow" -k "not 10k and not bomb"
 fi
 python -m pytest -q -p no:cacheprovider "$@"
