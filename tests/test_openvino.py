@@ -245,17 +245,19 @@ def test_every_path_runs_openvino(tiny_builds, tiny_root, tmp_path, monkeypatch)
 # ----------------------------------------------------------------------------- shipped model
 
 def test_fp32_gives_the_golden_bytes(request, monkeypatch):
-    """precision="fp32" reproduces the recorded files (tests/golden/small.json, the
-    default rung's version 2 setting) on one image at a time and in a batch."""
+    """precision="fp32" reproduces the recorded files (tests/golden/<default model>.json,
+    else small.json: q4's version 2 setting) on one image at a time and in a batch."""
     from golden_cases import inputs, sha, to_input
-    golden = json.loads((Path(__file__).parent / "golden" / "small.json").read_text())
-    out, q = shipped_build(request, "small", 4)
+    model = DEFAULT_MODEL if (Path(__file__).parent / "golden" / f"{DEFAULT_MODEL}.json").exists() else "small"
+    golden = json.loads((Path(__file__).parent / "golden" / f"{model}.json").read_text())
+    out, q = shipped_build(request, model, 4)
     monkeypatch.setenv("ENGINE_BUILD_DIR", str(out))
     want = golden["settings"]["q4-rans-e0"]
     imgs = {**inputs("synthetic"), **inputs("kodak")}
     names = [n for n in imgs if n in want]
+    assert len(names) >= 6
     items = [to_input(imgs[n]) for n in names]
-    codec = engine.Codec(quality=4, model="small", backend="openvino", precision="fp32")
+    codec = engine.Codec(quality=4, model=model, backend="openvino", precision="fp32")
     assert codec.runner.precision == "fp32"
     assert [sha(codec.compress(x)) for x in items] == [want[n]["bytes"] for n in names]
     assert [sha(b) for b in codec.compress_batch(items, batch_size=3)] == [want[n]["bytes"] for n in names]
