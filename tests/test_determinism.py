@@ -94,7 +94,6 @@ def _large_photo(n: int) -> np.ndarray:
     return np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
-@pytest.mark.slow
 def test_large_image_bytes_per_backend_and_every_file_decodes_everywhere(shipped_ort_build, monkeypatch):
     """Issue #28, item 13, the README's "Determinism" statement on a 1536 x 1536 image:
     within a backend on this CPU the file is the same bytes untiled and tiled (and, for
