@@ -1,6 +1,6 @@
 """Peak resident memory of one compress (and optionally decompress) of a large image.
 
-    python -m bench.peak_rss [--model small] [--model-dir DIR] [--size 6000x4000]
+    python -m bench.peak_rss [--model small16] [--model-dir DIR] [--size 6000x4000]
                              [--tile-pixels N] [--tile-size S] [--decompress] [--threads 1]
                              [--input synthetic|black-png|bomb] [--backend torch|onnxruntime]
 
@@ -84,7 +84,7 @@ def black_png(path, h: int, w: int) -> None:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="small")
+    ap.add_argument("--model", default=None, help="default: the shipped default model")
     ap.add_argument("--model-dir", default=None)
     ap.add_argument("--random-weights", action="store_true", help="random weights for --model's config")
     ap.add_argument("--quality", type=int, default=None)
@@ -102,8 +102,10 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(args.threads)
     import engine
-    from engine.checkpoint import write_model_dir
+    from engine.checkpoint import DEFAULT_MODEL, write_model_dir
     from engine.model import CONFIGS, CodecNet
+
+    args.model = args.model or DEFAULT_MODEL
 
     root = args.model_dir
     tmp = None

@@ -437,14 +437,18 @@ def test_bench_throughput_with_onnxruntime_and_baselines(tiny_root, tmp_path):
                            "--build-dir", str(tmp_path / "build"), "--peak-size", "256"])
     backends = {r["backend"] for r in out["rows"]}
     assert {"torch", "onnxruntime"} <= backends
-    assert out["default_backend"] == "onnxruntime" and out["default_vs_torch"]
+    # auto prefers OpenVINO (bf16) on a CPU with bf16 matrix units, ONNX Runtime elsewhere
+    from engine.runners.select import openvino_preferred
+    want = "openvino" if openvino_preferred("cpu", "auto")[0] else "onnxruntime"
+    assert want in backends
+    assert out["default_backend"] == want and out["default_vs_torch"]
     assert {"JPEG (Pillow)", "WebP (Pillow)"} <= set(out["baselines"])
 
 
 def _rss_model():
     """The shipped model when it is there, else tiny (random weights)."""
-    from engine.checkpoint import CHECKPOINT_DIR
-    return ["--model", "small"] if (CHECKPOINT_DIR / "small" / "model.json").exists() else ["--model", "tiny"]
+    from engine.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL
+    return ["--model", DEFAULT_MODEL] if (CHECKPOINT_DIR / DEFAULT_MODEL / "model.json").exists() else ["--model", "tiny"]
 
 
 @pytest.mark.slow

@@ -14,6 +14,9 @@ Precision (``precision=``):
     fp32 elsewhere.  The policy and the tolerances it keeps are in the README
     ("Precision") and measured by ``python -m bench.ov_precision``.
 
+``runner.precision`` (and ``runner.net_precision``, per network) says what the plugin
+chose: on a CPU without bf16 support OpenVINO runs a bf16 request in fp32.
+
 Either way inputs and outputs are float32 torch tensors on the CPU, shared with
 OpenVINO without copies: the inputs are wrapped as OpenVINO tensors in place, and the
 outputs are allocated here (their shapes follow from the inputs) and handed to the
@@ -104,8 +107,6 @@ class OvRunner(GraphRunner):
 
         self.q, self.cfg = q, q.config
         self.device = torch.device("cpu")
-        self.net_precision = per_net
-        self.precision = precision_label(per_net)
         self.directory, self.manifest = load_artifacts(q, "openvino", OPENVINO_IR_PRECISION, build_dir)
         self.threads = int(threads or os.cpu_count() or 1)
         self._ov = ov
@@ -123,6 +124,11 @@ class OvRunner(GraphRunner):
             check_io_names(net, [i.get_any_name() for i in compiled.inputs],
                            [o.get_any_name() for o in compiled.outputs])
             self.compiled[net] = compiled
+            # what the plugin chose: bf16 asked for on a CPU without bf16 support runs fp32
+            ran = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+            per_net[net] = {v: k for k, v in _OV_TYPES.items()}.get(ran, ran)
+        self.net_precision = per_net
+        self.precision = precision_label(per_net)
         self.version = ov.get_version()
         self._local = threading.local()
 
