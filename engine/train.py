@@ -52,7 +52,7 @@ def loss_fn(net, rec, ycc, m, m0, args, lam):
         from pytorch_msssim import ms_ssim
 
         from .color import ycbcr_to_rgb
-        w = torch.tensor(MSSSIM_WEIGHTS, device=rec.device) / sum(MSSSIM_WEIGHTS)
+        w = [x / sum(MSSSIM_WEIGHTS) for x in MSSSIM_WEIGHTS]
         # win 7 (not 11): pytorch_msssim asks for a side > (win - 1) * 16, and patches are 128
         ms = ms_ssim(ycbcr_to_rgb(rec).clamp(0, 1), ycbcr_to_rgb(ycc).clamp(0, 1), data_range=1.0, weights=w,
                      win_size=7 if min(rec.shape[-2:]) <= 160 else 11)
@@ -124,8 +124,8 @@ class Validator:
                 mse.append(float(((out - rgb) ** 2).mean()))
                 bpp.append(float(net.rate_bpp(m.float())))
                 if ms_ssim is not None:
-                    w = torch.tensor(MSSSIM_WEIGHTS) / sum(MSSSIM_WEIGHTS)
-                    ms.append(float(ms_ssim(out, rgb, data_range=1.0, weights=w.to(out.device))))
+                    w = [x / sum(MSSSIM_WEIGHTS) for x in MSSSIM_WEIGHTS]
+                    ms.append(float(ms_ssim(out, rgb, data_range=1.0, weights=w)))
             res[f"psnr@{b:+g}"] = round(float(np.mean([10 * np.log10(1 / max(e, 1e-12)) for e in mse])), 4)
             res[f"bpp_raw@{b:+g}"] = round(float(np.mean(bpp)), 4)
             if ms:
