@@ -57,6 +57,12 @@ def loss_fn(net, rec, ycc, m, m0, args, lam):
         ms = ms_ssim(ycbcr_to_rgb(rec).clamp(0, 1), ycbcr_to_rgb(ycc).clamp(0, 1), data_range=1.0, weights=w,
                      win_size=7 if min(rec.shape[-2:]) <= 160 else 11)
         dist = (1 - ms) + args.msssim_mse * dist
+    if args.delta_e:
+        # ΔE76 in CIELAB (mean over pixels): a colour term in the units people see, where
+        # YCbCr MSE weighs a saturated colour's hue shift no more than a grey's
+        from .color import rgb_to_lab, ycbcr_to_rgb
+        lab = rgb_to_lab(ycbcr_to_rgb(rec)) - rgb_to_lab(ycbcr_to_rgb(ycc))
+        dist = dist + args.delta_e * (lab.square().sum(1) + 1e-6).sqrt().mean()
     rate = net.rate_bpp(m)
     rate0 = net.rate_bpp(m0)
     loss = dist + lam * torch.relu(rate0 - args.target_bpp)
@@ -147,6 +153,8 @@ def main(argv=None):
     ap.add_argument("--distortion", default="l1", choices=["l1", "mse", "msssim"],
                     help="per-plane distortion in L_D; msssim: 1 - MS-SSIM(RGB) + --msssim-mse x the MSE term")
     ap.add_argument("--msssim-mse", type=float, default=10.0, help="weight of the YCbCr MSE term beside MS-SSIM")
+    ap.add_argument("--delta-e", type=float, default=0.0,
+                    help="weight of a ΔE76 term (CIELAB distance, mean over pixels) added to L_D")
     ap.add_argument("--init", help="warm start: weights.safetensors of an earlier run of the same config "
                     "(fresh optimizer and schedule)")
     ap.add_argument("--gamma", type=float, default=1.0, help="chroma weight in L_D")
