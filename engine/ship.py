@@ -30,7 +30,7 @@ from kernels import reference
 
 def _unit(rgb: np.ndarray) -> torch.Tensor:
     """(h, w, 3) uint8 -> (1, 3, h, w) float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
+    return torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None] / 255   # a copy: rgb may be read-only
 
 
 def encode_samples(net: CodecNet, paths, biases, max_side: int = 768):
