@@ -120,7 +120,7 @@ def plan(per_image_bytes: int, n_images: int, budget_bytes: int, max_batch: int 
 
 def runner_max_batch(runner) -> int | None:
     """The largest batch a runner accepts (a TensorRT engine's profile), else None."""
-    prof = getattr(runner, "profiles", None)
+    prof = getattr(runner, "profiles", None)     # declared by every Runner; duck-typed stand-ins may lack it
     try:
         return int(prof["encoder"]["ycc"]["max"][0]) if prof else None
     except (KeyError, TypeError, IndexError):

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 import engine
-from engine import bitstream, importance, roi
+from engine import importance, roi
+from engine.format import bitstream
 from engine.__main__ import main
 from engine.errors import ImageError
 
