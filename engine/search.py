@@ -13,7 +13,8 @@ output, the search optimises with Adam
   price s serves every image whatever its PSNR;
 * M: MS-SSIM of the decoded RGB (5 scales, 11-tap Gaussian, as pytorch_msssim and
   engine.eval measure it) over the image's own pixels (cropped: padding excluded),
-  weighted by b = MS_SSIM_WEIGHT, in dB too.  MS-SSIM at 5 scales needs both sides
+  weighted by b = MS_SSIM_WEIGHT (MS_SSIM_WEIGHT_PERCEPTUAL for a model trained for
+  MS-SSIM: :func:`rung_ms_ssim_weight`), in dB too.  MS-SSIM at 5 scales needs both sides
   over 160 pixels; smaller images are searched with b = 0.
 * R: bits per pixel.  In the gradient, each kept Y bit of channel k costs c_k
   bits, the mean that the shipped context tables give the current codes
@@ -86,6 +87,10 @@ LR_PERIOD = 32          # steps per cosine cycle (warm restarts after each); 0: 
 LR_RESTART = 0.5        # each restart's peak lr / the previous cycle's
 MS_SSIM_WEIGHT = 0.25   # b in J: weight of 10 log10(1 - MS-SSIM) against 10 log10(MSE)
 MS_SSIM_MIN_SIDE = 161  # 5-scale MS-SSIM needs sides > (11 - 1) * 2**4
+# b for a model trained for MS-SSIM (model.json "metric": "ms-ssim"): the search pursues
+# the objective its model was trained for, keeping a fifth of the MSE term so that flat
+# colours (to which MS-SSIM is blind) stay right.  model.json "search_ms_ssim_weight" overrides.
+MS_SSIM_WEIGHT_PERCEPTUAL = 0.8
 
 
 def lr_factor(step: int, steps: int, final: float, period: int = 0, restart: float = 1.0) -> float:
@@ -180,6 +185,15 @@ def rung_slope(q) -> float:
     return SLOPE_SCALE * _ladder_slope(q)
 
 
+def rung_ms_ssim_weight(q) -> float | None:
+    """b for rung ``q``'s search: model.json's ``"search_ms_ssim_weight"`` when set,
+    MS_SSIM_WEIGHT_PERCEPTUAL for a model trained for MS-SSIM, else None (MS_SSIM_WEIGHT)."""
+    meta = json.loads((q.weights.parent / "model.json").read_text())
+    if "search_ms_ssim_weight" in meta:
+        return float(meta["search_ms_ssim_weight"])
+    return MS_SSIM_WEIGHT_PERCEPTUAL if meta.get("metric") == "ms-ssim" else None
+
+
 def _ladder_slope(q) -> float:
     """dPSNR/dbpp of the effort-0 ladder at rung ``q``, from the held-out numbers of
     model.json (central difference, one-sided at the ends)."""
@@ -201,11 +215,12 @@ def _db(mse: float) -> float:
 class CodeSearch:
     """Refines the codes of a batch of same-size images for one model quality."""
 
-    def __init__(self, net: CodecNet, tables: context_coder.Tables, slope: float):
+    def __init__(self, net: CodecNet, tables: context_coder.Tables, slope: float, ms_ssim_weight: float | None = None):
         self.net = net
         self.cfg = net.cfg
         self.tables = tables
         self.slope = float(slope)
+        self.ms_ssim_weight = ms_ssim_weight     # None: MS_SSIM_WEIGHT (read at run time)
         for prm in net.parameters():
             prm.requires_grad_(False)
 
@@ -307,7 +322,7 @@ class CodeSearch:
         ec = ec0.detach().clone().requires_grad_(True)
         t = logit0.detach().clone().requires_grad_(True)
         best = self._hard(ey.detach(), t.detach(), ec.detach())
-        beta = float(MS_SSIM_WEIGHT)
+        beta = float(MS_SSIM_WEIGHT if self.ms_ssim_weight is None else self.ms_ssim_weight)
         with torch.no_grad():
             refs = [ms_ssim_reference(target[i:i + 1, :, :h, :w]) if beta > 0 and min(h, w) >= MS_SSIM_MIN_SIDE
                     else None for i, (h, w) in enumerate(sizes)]

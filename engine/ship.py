@@ -24,7 +24,13 @@ from .checkpoint import CHECKPOINT_DIR, write_model_dir
 from .planes import postprocess, preprocess
 from .data import load_rgb
 from .model import CodecNet, ModelConfig
+from .search import MS_SSIM_MIN_SIDE, ms_ssim
 from kernels import reference
+
+
+def _unit(rgb: np.ndarray) -> torch.Tensor:
+    """(h, w, 3) uint8 -> (1, 3, h, w) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
 
 
 def encode_samples(net: CodecNet, paths, biases, max_side: int = 768):
@@ -91,7 +97,7 @@ def main(argv=None):
 
     # Rates (raw and context-coded payload bits) and PSNR-RGB on the held-out
     # training images: what the ladder is chosen on (never the test set).
-    report = {b: {"raw": 0.0, "ctx": 0.0, "sse": 0.0} for b in biases}
+    report = {b: {"raw": 0.0, "ctx": 0.0, "sse": 0.0, "ms": []} for b in biases}
     pixels = 0
     for rgb, out in encode_samples(net, val_paths, biases, max_side=10 ** 6):
         h, w = rgb.shape[:2]
@@ -101,7 +107,10 @@ def main(argv=None):
             with torch.inference_mode():
                 rec = net.decoder(torch.from_numpy(yd[None]).float(), torch.from_numpy(lv[None, None]).float(),
                                   torch.from_numpy(cd[None]).float())
-            report[b]["sse"] += float(((postprocess(rec, h, w).astype(np.float64) - rgb) ** 2).sum())
+            dec = postprocess(rec, h, w)
+            report[b]["sse"] += float(((dec.astype(np.float64) - rgb) ** 2).sum())
+            if min(h, w) >= MS_SSIM_MIN_SIDE:   # MS-SSIM per image, as engine.eval averages it
+                report[b]["ms"].append(float(ms_ssim(_unit(dec), _unit(rgb))[0]))
             raw = (len(entropy.pack_map_raw(lv, cfg.levels))
                    + (reference.expected_ybits(lv, cfg.n, cfg.levels) + 7) // 8 + (cd.size + 7) // 8)
             ms = entropy.encode_map(lv, cfg.levels, tables[b])
@@ -110,12 +119,14 @@ def main(argv=None):
             report[b]["ctx"] += (len(ms) + len(ys) + len(cs)) * 8
     ladder = {}
     for i, b in enumerate(biases, 1):
-        r = {k: v / pixels for k, v in report[b].items()}
+        r = {k: report[b][k] / pixels for k in ("raw", "ctx", "sse")}
         psnr = 10 * np.log10(255 ** 2 / max(r["sse"] / 3, 1e-12))
         ladder[i] = {"imp_bias": b, "val_bpp_raw": round(r["raw"], 4), "val_bpp_context": round(r["ctx"], 4),
                      "val_psnr_rgb": round(float(psnr), 3)}
+        if report[b]["ms"]:
+            ladder[i]["val_msssim"] = round(float(np.mean(report[b]["ms"])), 5)
         print(f"quality {i}: bias {b:+.2f}  held-out bpp raw {r['raw']:.3f}  context {r['ctx']:.3f}  "
-              f"PSNR-RGB {psnr:.2f} dB", flush=True)
+              f"PSNR-RGB {psnr:.2f} dB  MS-SSIM {ladder[i].get('val_msssim', float('nan')):.4f}", flush=True)
 
     prov = {"training": train, "ship_command": "python -m engine.ship " + " ".join(argv or __import__("sys").argv[1:]),
             "entropy_tables": f"counted on {len(fit_paths)} training images (run split, validation excluded)"}

@@ -96,9 +96,9 @@ def searcher(rung):
     """The rung's code search (engine/search.py), built on first use."""
     if rung.search is None:
         from . import checkpoint
-        from .search import CodeSearch, rung_slope
+        from .search import CodeSearch, rung_ms_ssim_weight, rung_slope
         net = checkpoint.load_net(rung.q).to(rung.runner.device)
-        rung.search = CodeSearch(net, rung.tables, rung_slope(rung.q))
+        rung.search = CodeSearch(net, rung.tables, rung_slope(rung.q), rung_ms_ssim_weight(rung.q))
     return rung.search
 
 

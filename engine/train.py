@@ -63,6 +63,22 @@ def loss_fn(net, rec, ycc, m, m0, args, lam):
     return loss, dist, rate, rate0
 
 
+def trainable(net, prefixes: str | None) -> list:
+    """The parameters to train: all, or those whose names start with one of the comma-
+    separated ``prefixes`` (the rest get requires_grad False, so backward skips them)."""
+    if not prefixes:
+        return list(net.parameters())
+    want = tuple(p.strip() for p in prefixes.split(",") if p.strip())
+    chosen = []
+    for name, prm in net.named_parameters():
+        prm.requires_grad_(name.startswith(want))
+        if prm.requires_grad:
+            chosen.append(prm)
+    if not chosen:
+        raise SystemExit(f"--train-only {prefixes!r} names no parameter")
+    return chosen
+
+
 def resolve_precision(choice: str, dev: torch.device) -> str:
     """auto: bf16 on CUDA and on CPUs with bf16 matrix units, fp32 elsewhere."""
     if choice != "auto":
@@ -156,6 +172,10 @@ def main(argv=None):
                     help="fraction of patches with permuted channels and boosted saturation (issue #29)")
     ap.add_argument("--colour-drawn", type=float, default=0.0,
                     help="fraction of patches replaced by drawn saturated shapes on plain backgrounds")
+    ap.add_argument("--train-only", default=None, metavar="PREFIXES",
+                    help="comma list of parameter-name prefixes (e.g. encoder.c,encoder.c_head): train only "
+                    "those, the rest frozen.  An encoder-only fine-tune keeps the decoder, so the codes it "
+                    "learns are ones the decoder already reads")
     ap.add_argument("--val-every", type=int, default=0,
                     help="every N steps: PSNR-RGB and raw bpp on the held-out training images (val.jsonl)")
     args = ap.parse_args(argv)
@@ -172,7 +192,8 @@ def main(argv=None):
 
     cfg = CONFIGS[args.config]
     net = CodecNet(cfg).to(dev)
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    params = trainable(net, args.train_only)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     precision = resolve_precision(args.precision, dev)
     amp = precision == "bf16"
     # bf16 keeps fp32's exponent range: no loss scaling (the scaler is a no-op when disabled).
@@ -217,7 +238,7 @@ def main(argv=None):
     present = [p for p in val_paths if p.exists()]
     validator = Validator(present, dev) if args.val_every and present else None
     print(f"{len(sampler.images)} training images loaded in {time.time() - t0:.0f}s; "
-          f"{n_params(net)} parameters; device {dev}; precision {precision}", flush=True)
+          f"{n_params(net)} parameters ({sum(p.numel() for p in params)} trained); device {dev}; precision {precision}", flush=True)
 
     budget = args.minutes * 60.0
     t_start = time.time()

@@ -230,6 +230,31 @@ def test_rung_slope_reads_the_ladder(tiny_root, tmp_path):
     assert rung_slope(checkpoint.resolve("tiny", 2, root=tmp_path)) == 7.5
 
 
+def test_search_pursues_the_models_metric(tiny_root, tmp_path):
+    """Issue #29: a model trained for MS-SSIM is searched with MS_SSIM_WEIGHT_PERCEPTUAL,
+    an MSE model with MS_SSIM_WEIGHT; model.json's "search_ms_ssim_weight" overrides; and
+    the codec's search (effort > 0) carries the weight its rung's model asks for."""
+    from engine import search
+    from engine.search import rung_ms_ssim_weight
+    shutil.copytree(tiny_root / "tiny", tmp_path / "tiny")
+    meta_path = tmp_path / "tiny" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    q = checkpoint.resolve("tiny", 2, root=tmp_path)
+    assert rung_ms_ssim_weight(q) is None
+    meta["metric"] = "ms-ssim"
+    meta_path.write_text(json.dumps(meta))
+    assert rung_ms_ssim_weight(q) == search.MS_SSIM_WEIGHT_PERCEPTUAL != search.MS_SSIM_WEIGHT
+    codec = engine.Codec(quality=2, model="tiny", root=tmp_path, backend="torch", effort=1)
+    img = _image(170, 180, 1)
+    assert codec.decompress(codec.compress(img)).shape == img.shape
+    assert codec.rung.search.ms_ssim_weight == search.MS_SSIM_WEIGHT_PERCEPTUAL
+    _, _, _, st = codec.rung.search.run(preprocess(img, 16), [img.shape[:2]], 1)
+    assert st["ms_ssim_weight"] == search.MS_SSIM_WEIGHT_PERCEPTUAL
+    meta["search_ms_ssim_weight"] = 0.5
+    meta_path.write_text(json.dumps(meta))
+    assert rung_ms_ssim_weight(q) == 0.5
+
+
 def test_retired_rung_decodes_but_does_not_encode(tiny_root, tmp_path):
     shutil.copytree(tiny_root / "tiny", tmp_path / "tiny")
     img = _image()

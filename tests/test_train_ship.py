@@ -59,6 +59,27 @@ def test_warm_start_with_mse_distortion(tmp_path):
     assert rec["dist"] > 0 and json.loads((tmp_path / "b" / "train.json").read_text())["args"]["distortion"] == "mse"
 
 
+def test_train_only_changes_only_the_named_parameters(tmp_path):
+    """--train-only encoder.c: the colour encoder moves, every other weight (the decoder
+    and the Y encoder) comes back bit-identical; the MS-SSIM loss runs on 128-pixel
+    patches; a prefix naming nothing is an error."""
+    import pytest
+    from safetensors.torch import load_file
+
+    data = _images(tmp_path / "imgs", 3, (140, 140), np.random.default_rng(2))
+    common = ["--data", str(data), "--config", "tiny", "--patch", "128", "--batch", "2",
+              "--holdout", "1", "--log-every", "1", "--save-every", "1", "--threads", "1"]
+    train.main(common + ["--out", str(tmp_path / "a"), "--steps", "1"])
+    init = tmp_path / "a" / "weights.safetensors"
+    train.main(common + ["--out", str(tmp_path / "b"), "--steps", "2", "--init", str(init), "--lr", "1e-2",
+                         "--warmup", "1", "--train-only", "encoder.c", "--distortion", "msssim"])
+    a, b = load_file(str(init)), load_file(str(tmp_path / "b" / "weights.safetensors"))
+    moved = {k for k in a if not bool((a[k] == b[k]).all())}
+    assert moved and all(k.startswith("encoder.c") for k in moved)
+    with pytest.raises(SystemExit, match="names no parameter"):
+        train.main(common + ["--out", str(tmp_path / "c"), "--steps", "1", "--train-only", "nothing."])
+
+
 def test_device_sampler_matches_host_sampler(tmp_path):
     """The GPU-resident sampler draws the same crops and flips as the host one (same seed)."""
     import torch
