@@ -46,11 +46,11 @@ def run(args) -> dict:
     import torch
 
     import engine
-    from engine import stages
+    from engine.runtime import stages
     from engine.format import bitstream, lanes
     from engine.format.v2_lanes import container
     from engine.data import list_images, load_rgb
-    from engine.executors import Lane
+    from engine.runtime.executors import Lane
     from kernels import rans_triton, reference
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

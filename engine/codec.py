@@ -8,9 +8,9 @@
         ...
 
 A single image is a batch of one: every call runs the same stages
-(engine/stages.py) under the same scheduler (engine/scheduler.py), on an executor
-(engine/executors.py: inline, or CUDA streams when the networks run on CUDA) and an
-entropy pool (engine/entropy_pool.py).  docs/architecture.md draws the whole path.
+(engine/runtime/stages.py) under the same scheduler (engine/runtime/scheduler.py), on an executor
+(engine/runtime/executors.py: inline, or CUDA streams when the networks run on CUDA) and an
+entropy pool (engine/runtime/entropy_pool.py).  docs/architecture.md draws the whole path.
 """
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import checkpoint, scheduler, target, tiling
+from . import checkpoint, target, tiling
 from .format import bitstream, lanes, registry
 from . import roi as roi_mod     # the name roi is the compress calls' argument
-from . import entropy_pool as entropy_pools     # the name entropy_pool is the constructor's argument
+from .runtime import entropy_pool as entropy_pools, scheduler     # the name entropy_pool is the constructor's argument
 from .errors import BitstreamError
-from .executors import CUDA, InlineExecutor, StreamExecutor
+from .runtime.executors import CUDA, InlineExecutor, StreamExecutor
 from .imageio import COLOR_GRAY, check_batch, max_pixels_setting, to_rgb
 from .rungs import Rungs
 from .settings import Settings, tile_pixels_setting, tile_size_setting
@@ -59,7 +59,7 @@ class Codec:
     entropy_pool  where the batch APIs entropy-code: "threads", "processes" or "auto"
               (default ENGINE_ENTROPY_POOL, else auto = processes when the networks run
               on CUDA, there are >= 4 CPUs and the program was started with -m or
-              interactively); see engine/entropy_pool.py.  Worker processes live until
+              interactively); see engine/runtime/entropy_pool.py.  Worker processes live until
               ``codec.close()`` (or the end of a ``with`` block).
     coder     bitstream v2's entropy coder: "native" (C++, on the CPU), "triton" (on the
               networks' device: kernels/rans_triton.py; the same bytes) or "auto"
@@ -173,7 +173,7 @@ class Codec:
     # ------------------------------------------------------------------ where the stages run
     def executor(self, pipeline: dict | None = None):
         """The executor a batch call uses: CUDA streams (options ``pipeline``, see
-        :class:`engine.executors.StreamExecutor`) when the runner is on a CUDA device,
+        :class:`engine.runtime.executors.StreamExecutor`) when the runner is on a CUDA device,
         else inline."""
         opts = dict(pipeline or {})
         api = opts.get("api") or CUDA

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import engine
-from engine import stages
+from engine.runtime import stages
 from engine.format import bitstream, lanes, lanes_reference
 from engine.format.context_coder import Tables
 from engine.model import ModelConfig
@@ -190,7 +190,7 @@ def test_shipped_model_codes_of_kodak_crops(device, size):
 
 
 def stages_lane():
-    from engine.executors import Lane
+    from engine.runtime.executors import Lane
     return Lane("cpu")
 
 

@@ -17,9 +17,9 @@ Decode::
 ``host_entropy``: whether ``serialize`` is CPU entropy work (the entropy pool runs it,
 in threads or worker processes); the device coder's is only its container.
 ``upload``: the formats whose records go to the device the same way share a name, so a
-chunk of mixed files uploads each kind once (engine/stages.py).
+chunk of mixed files uploads each kind once (engine/runtime/stages.py).
 
-A *lane* (engine/executors.py) is an executor's slot: its device, staging buffers
+A *lane* (engine/runtime/executors.py) is an executor's slot: its device, staging buffers
 and timer.  A rANS lane is a ``tile`` x ``tile`` rectangle of a version 2 file.
 """
 from __future__ import annotations

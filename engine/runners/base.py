@@ -9,7 +9,7 @@ class Runner:
     declared here rather than probed: ``precision`` (what the networks run in, once
     resolved) and ``profiles`` (the shapes a TensorRT build accepts: ``{net: {input:
     {"min", "opt", "max"}}}``; None where any shape runs, engine/tiling.py and
-    engine/executors.py read it)."""
+    engine/runtime/executors.py read it)."""
     name = "base"
     device: torch.device
     precision: str | None = None

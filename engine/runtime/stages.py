@@ -16,7 +16,7 @@ Decode::
                ──images_to_host─> (h, w, 3) uint8 arrays
 
 A chunk is a list of images of one rung and one padded shape.  The device stages
-take a *lane* (engine/executors.py): where the work runs (``lane.device``, the lane's
+take a *lane* (engine/runtime/executors.py): where the work runs (``lane.device``, the lane's
 CUDA stream made current by the executor), its staging buffers (``lane.host``: pinned
 on a CUDA stream, plain memory inline) and its stage timer (``lane.stage``).  What
 happens to the bits, and everything that knows the file's layout, is the format's
@@ -31,11 +31,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import importance, roi, tiling
-from .errors import ImageError
-from .format import registry
-from .imageio import COLOR_GRAY
-from .planes import LazyPlanes, padded_size, postprocess_tensor, preprocess_tensor
+from .. import importance, roi, tiling
+from ..errors import ImageError
+from ..format import registry
+from ..imageio import COLOR_GRAY
+from ..planes import LazyPlanes, padded_size, postprocess_tensor, preprocess_tensor
 
 
 def needs_tiles(settings, rung, height: int, width: int, net: str = "encoder") -> bool:
@@ -95,8 +95,8 @@ def lazy_planes(settings, rung, rgbs: list, multiple: int) -> bool:
 def searcher(rung):
     """The rung's code search (engine/search.py), built on first use."""
     if rung.search is None:
-        from . import checkpoint
-        from .search import CodeSearch, rung_ms_ssim_weight, rung_slope
+        from .. import checkpoint
+        from ..search import CodeSearch, rung_ms_ssim_weight, rung_slope
         net = checkpoint.load_net(rung.q).to(rung.runner.device)
         rung.search = CodeSearch(net, rung.tables, rung_slope(rung.q), rung_ms_ssim_weight(rung.q))
     return rung.search

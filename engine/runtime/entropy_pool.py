@@ -34,9 +34,9 @@ import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
-from . import settings
-from .format import registry
-from .rungs import Codings
+from .. import settings
+from ..format import registry
+from ..rungs import Codings
 
 KINDS = settings.CHOICES["entropy_pool"]
 

@@ -1,4 +1,4 @@
-"""Executors: where the stages (engine/stages.py) run.  They decide nothing else.
+"""Executors: where the stages (engine/runtime/stages.py) run.  They decide nothing else.
 
 * :class:`InlineExecutor` runs each chunk on the calling thread, on the device's
   current stream, and finishes it before the next one starts: a single image, the
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .timing import stage
+from ..timing import stage
 
 MiB = 2 ** 20
 DEFAULT_STREAMS = 2

@@ -12,8 +12,8 @@ It owns
   * per-item errors: a failed item yields its exception (or raises it, with
     ``errors="raise"``) and the others go on.
 
-Where the stages run is the executor's business (engine/executors.py), and where the
-CPU stages run the pool's (engine/entropy_pool.py).  Results come out in input order.
+Where the stages run is the executor's business (engine/runtime/executors.py), and where the
+CPU stages run the pool's (engine/runtime/entropy_pool.py).  Results come out in input order.
 An exception object in place of an input is passed through as that item's error
 (the CLI hands over files it could not read this way).
 """
@@ -23,12 +23,13 @@ from collections import defaultdict, deque
 from concurrent.futures import Future
 from typing import Iterable, Iterator
 
-from . import roi, stages
-from .format import registry
+from .. import roi
+from ..format import registry
+from ..imageio import to_rgb
+from ..planes import padded_size
+from . import stages
 from .entropy_pool import done
 from .executors import runner_max_batch
-from .imageio import to_rgb
-from .planes import padded_size
 
 ERRORS = ("raise", "return")
 _NO_MASK = object()
