@@ -1,6 +1,6 @@
 """The colour suite (issue #29): does every colour survive?
 
-    python -m bench.colour_suite [--model NAME] [--backend torch] [--json out.json]
+    python -m bench.colour_suite [--model NAME[,NAME]] [--effort 0[,2]] [--backend torch] [--json out.json]
 
 Two kinds of test image, generated here (nothing from the test set):
 
@@ -13,7 +13,7 @@ Two kinds of test image, generated here (nothing from the test set):
 Each is scored by CIEDE2000 (scikit-image's ``deltaE_ciede2000``): a patch's mean ΔE00
 over its pixels (a disc: over its interior), then the mean and the worst over the patches.
 Baselines in the same run: Pillow JPEG at quality 10 (4:2:0) and WebP at quality 0.
-The tests (tests/test_colour.py) hold every rung to JPEG quality 10's numbers.
+The tests (tests/test_colour.py) hold every rung of every installed model to THRESHOLDS.
 """
 from __future__ import annotations
 
@@ -97,14 +97,15 @@ def baselines() -> dict:
             "WebP q0": suite(lambda ims: pillow_roundtrip(ims, "WEBP", 0))}
 
 
-def ours(model: str | None = None, backend: str = "torch", qualities=None) -> dict:
+def ours(model: str | None = None, backend: str = "torch", qualities=None, effort: int = 0) -> dict:
     import engine
     from engine import checkpoint
     model = model or checkpoint.DEFAULT_MODEL
     res = {}
     for q in qualities or checkpoint.qualities(model):
-        with engine.Codec(quality=q, model=model, backend=backend) as codec:
-            res[f"{model} q{q}"] = suite(lambda ims: codec_roundtrip(codec, ims))
+        with engine.Codec(quality=q, model=model, backend=backend, effort=effort) as codec:
+            res[f"{model} q{q}" + (f" effort {effort}" if effort else "")] = suite(
+                lambda ims: codec_roundtrip(codec, ims))
     return res
 
 
@@ -120,11 +121,15 @@ def table(results: dict) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", default=None, help="comma list of installed models (default: the default model)")
     ap.add_argument("--backend", default="torch")
+    ap.add_argument("--effort", default="0", help="comma list of efforts (engine/search.py)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    results = {**baselines(), **ours(args.model, args.backend)}
+    results = baselines()
+    for model in (args.model or "").split(",") if args.model else [None]:
+        for effort in (int(e) for e in args.effort.split(",")):
+            results.update(ours(model, args.backend, effort=effort))
     print(table(results))
     if args.json:
         with open(args.json, "w") as f:

@@ -92,3 +92,22 @@ def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
     m = YCC2RGB.to(ycc.dtype).to(ycc.device)
     off = _OFFSET.to(ycc.dtype).to(ycc.device).view(1, 3, 1, 1)
     return torch.einsum("ij,bjhw->bihw", m, ycc - off)
+
+
+# sRGB (D65) -> CIE XYZ, IEC 61966-2-1's matrix; the white point for CIELAB.
+_RGB_TO_XYZ = ((0.4124, 0.3576, 0.1805), (0.2126, 0.7152, 0.0722), (0.0193, 0.1192, 0.9505))
+_WHITE_D65 = (0.95047, 1.0, 1.08883)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) sRGB in [0, 1] -> CIELAB (L in 0..100), differentiable: training's
+    colour term (engine.train --delta-e), where a Euclidean distance is ΔE76.  The
+    evaluation's ΔE00 is scikit-image's (engine/eval.py), not this."""
+    rgb = rgb.clamp(0, 1)
+    lin = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).clamp_min(1e-8) ** 2.4, rgb / 12.92)
+    m = torch.tensor(_RGB_TO_XYZ, dtype=rgb.dtype, device=rgb.device)
+    xyz = torch.einsum("ij,bjhw->bihw", m, lin)
+    xyz = xyz / torch.tensor(_WHITE_D65, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    d = 6 / 29
+    f = torch.where(xyz > d ** 3, xyz.clamp_min(1e-8) ** (1 / 3), xyz / (3 * d * d) + 4 / 29)
+    return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], 1)

@@ -52,11 +52,17 @@ def loss_fn(net, rec, ycc, m, m0, args, lam):
         from pytorch_msssim import ms_ssim
 
         from .color import ycbcr_to_rgb
-        w = torch.tensor(MSSSIM_WEIGHTS, device=rec.device) / sum(MSSSIM_WEIGHTS)
+        w = [x / sum(MSSSIM_WEIGHTS) for x in MSSSIM_WEIGHTS]
         # win 7 (not 11): pytorch_msssim asks for a side > (win - 1) * 16, and patches are 128
         ms = ms_ssim(ycbcr_to_rgb(rec).clamp(0, 1), ycbcr_to_rgb(ycc).clamp(0, 1), data_range=1.0, weights=w,
                      win_size=7 if min(rec.shape[-2:]) <= 160 else 11)
         dist = (1 - ms) + args.msssim_mse * dist
+    if args.delta_e:
+        # ΔE76 in CIELAB (mean over pixels): a colour term in the units people see, where
+        # YCbCr MSE weighs a saturated colour's hue shift no more than a grey's
+        from .color import rgb_to_lab, ycbcr_to_rgb
+        lab = rgb_to_lab(ycbcr_to_rgb(rec)) - rgb_to_lab(ycbcr_to_rgb(ycc))
+        dist = dist + args.delta_e * (lab.square().sum(1) + 1e-6).sqrt().mean()
     rate = net.rate_bpp(m)
     rate0 = net.rate_bpp(m0)
     loss = dist + lam * torch.relu(rate0 - args.target_bpp)
@@ -124,8 +130,8 @@ class Validator:
                 mse.append(float(((out - rgb) ** 2).mean()))
                 bpp.append(float(net.rate_bpp(m.float())))
                 if ms_ssim is not None:
-                    w = torch.tensor(MSSSIM_WEIGHTS) / sum(MSSSIM_WEIGHTS)
-                    ms.append(float(ms_ssim(out, rgb, data_range=1.0, weights=w.to(out.device))))
+                    w = [x / sum(MSSSIM_WEIGHTS) for x in MSSSIM_WEIGHTS]
+                    ms.append(float(ms_ssim(out, rgb, data_range=1.0, weights=w)))
             res[f"psnr@{b:+g}"] = round(float(np.mean([10 * np.log10(1 / max(e, 1e-12)) for e in mse])), 4)
             res[f"bpp_raw@{b:+g}"] = round(float(np.mean(bpp)), 4)
             if ms:
@@ -147,6 +153,8 @@ def main(argv=None):
     ap.add_argument("--distortion", default="l1", choices=["l1", "mse", "msssim"],
                     help="per-plane distortion in L_D; msssim: 1 - MS-SSIM(RGB) + --msssim-mse x the MSE term")
     ap.add_argument("--msssim-mse", type=float, default=10.0, help="weight of the YCbCr MSE term beside MS-SSIM")
+    ap.add_argument("--delta-e", type=float, default=0.0,
+                    help="weight of a ΔE76 term (CIELAB distance, mean over pixels) added to L_D")
     ap.add_argument("--init", help="warm start: weights.safetensors of an earlier run of the same config "
                     "(fresh optimizer and schedule)")
     ap.add_argument("--gamma", type=float, default=1.0, help="chroma weight in L_D")

@@ -1,6 +1,6 @@
 """Every colour survives (issue #29): the colour suite (bench/colour_suite.py) on the
-shipped default model, every encodable rung, against Pillow JPEG at quality 10 in the
-same run.
+model of every metric (the default MSE model, and the perceptual one when installed),
+every encodable rung, against Pillow JPEG at quality 10 in the same run.
 
 Thresholds (bench/colour_suite.THRESHOLDS, README "Colour"): on flat patches across the
 sRGB gamut and on saturated discs on white, each rung's mean and worst CIEDE2000.  They
@@ -28,16 +28,23 @@ def jpeg_q10():
     return colour_suite.suite(lambda ims: colour_suite.pillow_roundtrip(ims, "JPEG", 10))
 
 
-DEFAULT_Q = checkpoint.resolve(checkpoint.DEFAULT_MODEL).quality
-RUNGS = [pytest.param(q, marks=[] if q in (min(checkpoint.qualities(checkpoint.DEFAULT_MODEL)), DEFAULT_Q)
-                      else [pytest.mark.slow])
-         for q in checkpoint.qualities(checkpoint.DEFAULT_MODEL)]
+def _models() -> list[str]:
+    """The model each metric's codec runs (the default for mse; the perceptual one for
+    ms-ssim when installed): every model a user gets by metric=."""
+    return sorted({checkpoint.model_for(m) for m in checkpoint.available_metrics()})
 
 
-@pytest.mark.parametrize("quality", RUNGS)      # the lowest and the default rung in the main step, all in the slow one
-def test_every_rung_keeps_every_colour(quality, jpeg_q10):
+def _rungs(model: str) -> list:
+    qs = checkpoint.qualities(model)
+    main = (min(qs), checkpoint.resolve(model).quality)
+    return [pytest.param(model, q, marks=[] if q in main else [pytest.mark.slow], id=f"{model}-q{q}") for q in qs]
+
+
+# the lowest and the default rung of each model in the main step, all rungs in the slow one
+@pytest.mark.parametrize(("model", "quality"), [p for m in _models() for p in _rungs(m)])
+def test_every_rung_keeps_every_colour(model, quality, jpeg_q10):
     import engine
-    with engine.Codec(quality=quality, backend="torch") as codec:
+    with engine.Codec(quality=quality, model=model, backend="torch") as codec:
         ours = colour_suite.suite(lambda ims: colour_suite.codec_roundtrip(codec, ims))
     for kind in ("flat", "discs"):
         limit, got = colour_suite.THRESHOLDS[kind], ours[kind]
@@ -55,3 +62,16 @@ def test_the_replaced_model_fails_the_suite():
         got = colour_suite.score(colour_suite.discs(), colour_suite.codec_roundtrip(codec, colour_suite.discs()),
                                  colour_suite.disc_mask(colour_suite.ERODE))
     assert got["worst"] > colour_suite.THRESHOLDS["discs"]["worst"] * 3
+
+
+def test_training_lab_matches_scikit_image():
+    """engine.color.rgb_to_lab (training's differentiable ΔE76 term) is CIELAB as
+    scikit-image computes it, within its rounded sRGB matrix (< 0.05 ΔE)."""
+    import torch
+    from skimage.color import rgb2lab
+
+    from engine.color import rgb_to_lab
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x[0, :, 0, :3] = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    ours = rgb_to_lab(x).permute(0, 2, 3, 1).numpy()
+    assert np.abs(ours - rgb2lab(x.permute(0, 2, 3, 1).numpy(), channel_axis=-1)).max() < 0.05

@@ -83,7 +83,7 @@ def test_training_steps_lower_loss_on_fixed_batch(distortion, lam):
     from engine.train import loss_fn
 
     class A:
-        gamma, target_bpp = 1.0, 0.3
+        gamma, target_bpp, delta_e = 1.0, 0.3, 0.0
     A.distortion = distortion
 
     torch.manual_seed(0)
