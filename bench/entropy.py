@@ -7,9 +7,9 @@ against version 2's native rANS lanes, in paired rounds.
 The networks run once per image (ONNX Runtime where built, else torch) to get its
 bit-path output; what is timed is only what the CPU does with it:
 
-* encode: ``engine.stages.serialize`` (Packed record -> file bytes: the coder and the
+* encode: ``engine.format.registry.serialize`` (Packed record -> file bytes: the coder and the
   container) -- for v1 mode "context", for v2 mode "rans";
-* decode: ``engine.stages.parse`` (file bytes -> header + dense bits).
+* decode: ``engine.format.registry.parse`` (file bytes -> header + dense bits).
 
 Each round visits every image; per image, v1 and v2 run back to back in a random
 order, so drift slower than an image cancels in the per-image ratio.  With ``T``
@@ -35,11 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _packed_records(codec, images):
     """Each image's bit-path output, via a raw-mode file (whose parse is the Packed record)."""
-    from engine import stages
+    from engine.format import registry
     out = []
     for rgb in images:
         raw = codec.compress(rgb)
-        hdr, _, packed = stages.parse(raw, codec.rungs.codings.for_header, codec.max_pixels)
+        hdr, _, packed = registry.parse(raw, codec.rungs.codings.for_header, codec.max_pixels)
         out.append((hdr, packed))
     return out
 
@@ -60,7 +60,7 @@ def main(argv=None) -> dict:
     import torch
 
     import engine
-    from engine import bitstream, lanes, stages
+    from engine.format import bitstream, lanes, registry
     from engine.data import list_images, load_rgb
     from engine.eval import machine
     from engine.planes import padded_size
@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
     def encode_all(mode, threads):
         def one(rec):
             hdr, packed = rec
-            return stages.serialize(coding, packed, hdr.height, hdr.width, hdr.color, modes[mode])
+            return registry.serialize(coding, packed, hdr.height, hdr.width, hdr.color, modes[mode])
         if mode == "v2" and threads > 1:   # one native call over the set (threads across lanes and images)
             cfg = coding.config
             coded = lanes.encode(cfg, coding.tables, [p for _, p in records],
@@ -104,15 +104,15 @@ def main(argv=None) -> dict:
             return lanes.decode(cfg, coding.tables, items, threads)
         if threads > 1:
             with ThreadPoolExecutor(threads) as ex:
-                return list(ex.map(lambda f: stages.parse(f, codings, codec.max_pixels), files))
-        return [stages.parse(f, codings, codec.max_pixels) for f in files]
+                return list(ex.map(lambda f: registry.parse(f, codings, codec.max_pixels), files))
+        return [registry.parse(f, codings, codec.max_pixels) for f in files]
 
     files = {m: encode_all(m, 1) for m in modes}
     sizes = {m: sum(len(f) for f in files[m]) for m in modes}
     # correctness first: v2 decodes to exactly v1's bits
     for f1, f2 in zip(files["v1"], files["v2"]):
-        _, _, d1 = stages.parse(f1, codings, codec.max_pixels)
-        _, _, d2 = stages.parse(f2, codings, codec.max_pixels)
+        _, _, d1 = registry.parse(f1, codings, codec.max_pixels)
+        _, _, d2 = registry.parse(f2, codings, codec.max_pixels)
         assert all(np.array_equal(a, b) for a, b in zip(d1, d2)), "v2 decodes to other bits than v1"
 
     rng = random.Random(args.seed)
@@ -165,7 +165,7 @@ def main(argv=None) -> dict:
         lines.append(f"| {th} | {ms['v1_encode']:.2f} | {ms['v1_decode']:.2f} | {r['v1_total_ms']:.2f} | "
                      f"{ms['v2_encode']:.3f} | {ms['v2_decode']:.3f} | {r['v2_total_ms']:.3f} | "
                      f"{r['ratio_v1_over_v2']['total']:.1f}x |")
-    lines += ["", "Encode = `stages.serialize` (coder + container), decode = `stages.parse` (container + "
+    lines += ["", "Encode = `registry.serialize` (coder + container), decode = `registry.parse` (container + "
               "coder); medians over rounds of the per-image time.", f"Command: `{out['command']}`", ""]
     (outdir / f"entropy-{tag}.md").write_text("\n".join(lines))
     return out

@@ -7,9 +7,9 @@ coder time, on the device the networks run on.
 The shipped model's encoder runs once per batch (torch, on CUDA when there is one,
 in its default precision there); its outputs are then coded
 
-* natively: the reference bit path's Packed records -> ``engine.lanes.encode`` (C++,
+* natively: the reference bit path's Packed records -> ``engine.format.lanes.encode`` (C++,
   all CPU threads), the production CPU path;
-* on the device: ``engine.lanes.device_encode`` + compaction (kernels/rans_triton.py),
+* on the device: ``engine.format.lanes.device_encode`` + compaction (kernels/rans_triton.py),
 
 and the two must give the same bytes, lane for lane.  Each file's lanes are then
 decoded on the device straight into decoder inputs and compared with the native
@@ -46,9 +46,11 @@ def run(args) -> dict:
     import torch
 
     import engine
-    from engine import bitstream, lanes, stages
+    from engine.runtime import stages
+    from engine.format import bitstream, lanes
+    from engine.format.v2_lanes import container
     from engine.data import list_images, load_rgb
-    from engine.executors import Lane
+    from engine.runtime.executors import Lane
     from kernels import rans_triton, reference
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -94,7 +96,7 @@ def run(args) -> dict:
                 res["bytes"] += sum(len(x) for x in a)
                 res["mismatched_lanes"] += sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
             h, w = packeds[0].levels.shape
-            files = [stages.container(coding, c, im.shape[0], im.shape[1], 0) for c, im in zip(nat, chunk)]
+            files = [container(coding, c, im.shape[0], im.shape[1], 0) for c, im in zip(nat, chunk)]
             bodies = [bitstream.read(f, codec.max_pixels)[1] for f in files]
             items = [(h, w, lanes.DEFAULT_TILE, b, False) for b in bodies]
             for _ in range(args.rounds):

@@ -21,7 +21,8 @@ import torch
 import engine
 from engine import importance
 from engine.checkpoint import DEFAULT_MODEL, qualities, resolve
-from engine import stages
+from engine.format import registry
+from engine.format.base import bitpath
 from engine.planes import postprocess, preprocess
 from engine.data import list_images, load_rgb
 from engine.eval import machine
@@ -40,11 +41,11 @@ def check_entropy(model, qs, images, root):
         for name, rgb in images:
             ycc = preprocess(rgb, cfg.multiple)
             e, p, ec = mdl.runner.encode(ycc)
-            pk = stages.bitpath(ctx.kernels, e.device).pack(e, p, ec, cfg.n, cfg.levels)[0]
+            pk = bitpath(ctx.kernels, e.device).pack(e, p, ec, cfg.n, cfg.levels)[0]
             h, w = rgb.shape[:2]
-            fr = stages.serialize(raw.rung.coding, pk, h, w, 0, raw.entropy_mode)
+            fr = registry.serialize(raw.rung.coding, pk, h, w, 0, raw.entropy_mode)
             t0 = time.perf_counter()
-            fc = stages.serialize(mdl.coding, pk, h, w, 0, ctx.entropy_mode)
+            fc = registry.serialize(mdl.coding, pk, h, w, 0, ctx.entropy_mode)
             t_enc += time.perf_counter() - t0
             t0 = time.perf_counter()
             _, _, dec = ctx.parse(fc)

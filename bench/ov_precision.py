@@ -44,8 +44,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def symbols(codec, data: bytes):
     """A file's decoded symbols: (levels, Y bits, CbCr bits) as numpy arrays."""
-    from engine import stages
-    _, _, dec = stages.parse(data, codec.rungs.codings.for_header, codec.max_pixels)
+    from engine.format import registry
+    _, _, dec = registry.parse(data, codec.rungs.codings.for_header, codec.max_pixels)
     if isinstance(dec, tuple):
         return tuple(np.asarray(x) for x in dec)
     from kernels import reference

@@ -65,7 +65,7 @@ def bomb_file(codec, h: int, w: int) -> bytes:
     """The smallest valid file of h x w pixels: every level 0 (no Y bits), CbCr all zeros."""
     import numpy as np
 
-    from engine import stages
+    from engine.format import registry
     from engine.imageio import COLOR_RGB
     from engine.planes import padded_size
     from kernels.reference import Packed
@@ -74,7 +74,7 @@ def bomb_file(codec, h: int, w: int) -> bytes:
     H, W = padded_size(h, w, cfg.multiple)
     nc = cfg.m * (H // 16) * (W // 16)
     packed = Packed(np.zeros((H // 8, W // 8), np.uint8), b"", 0, bytes((nc + 7) // 8), nc)
-    return stages.serialize(codec.rung.coding, packed, h, w, COLOR_RGB, codec.entropy_mode)
+    return registry.serialize(codec.rung.coding, packed, h, w, COLOR_RGB, codec.entropy_mode)
 
 
 def black_png(path, h: int, w: int) -> None:

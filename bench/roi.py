@@ -66,7 +66,7 @@ def in_out(orig: np.ndarray, dec: np.ndarray, mask: np.ndarray) -> tuple[float, 
 
 def coded(codec, decoder, img, mask, **kw) -> dict:
     """One file: its bytes, quality and PSNR inside / outside the mask."""
-    from engine import bitstream
+    from engine.format import bitstream
     data = codec.compress(img, **kw)
     dec = decoder.decompress(data)
     pin, pout = in_out(img, dec, mask)

@@ -107,7 +107,7 @@ def machine_info(threads: int) -> dict:
 
 def write_results(out: str | Path, name: str, info: dict, res: dict, md: str) -> Path:
     """<out>/<name>-<machine>.json and .md, each written atomically; returns the stem."""
-    from engine.checkpoint import atomic_write_bytes
+    from engine.io.atomic import atomic_write_bytes
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{name}-{machine_slug(info)}"
@@ -635,7 +635,7 @@ def main(argv=None) -> dict:
                     r["bench_backend"] = name
                     r["entropy"] = modes[name]
                     r["coder"] = codec.coder
-                    r["precision"] = codec.runner.precision if hasattr(codec.runner, "precision") else None
+                    r["precision"] = codec.runner.precision
                     r["compile"] = compiled[name]
                     if len(entropies) > 1:
                         r["backend"] = f"{r['backend']} [{modes[name]}]"

@@ -72,6 +72,7 @@ class _Interrupts:
 
 def _parser():
     from .checkpoint import METRICS
+    from .settings import CHOICES
     prog = "hnlc" if Path(sys.argv[0]).name == "hnlc" else "python -m engine"   # the console script, or -m
     ap = argparse.ArgumentParser(prog=prog, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,8 +87,17 @@ def _parser():
         if name == "compress":
             p.add_argument("--metric", default=None, choices=list(METRICS),
                            help="the model trained for this metric (default mse; --model names one)")
-        p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt"])
-        p.add_argument("--kernels", default=None, choices=["auto", "torch", "triton"])
+        p.add_argument("--backend", default="auto", choices=CHOICES["backend"])
+        p.add_argument("--kernels", default=None, choices=CHOICES["kernels"], help="default ENGINE_KERNELS, else auto")
+        # the knobs that were environment-only; unset, the variable (engine/settings.py) still decides
+        p.add_argument("--coder", default=None, choices=CHOICES["coder"],
+                       help="bitstream v2's entropy coder (default ENGINE_CODER, else auto)")
+        p.add_argument("--precision", default=None, choices=CHOICES["precision"],
+                       help="the networks' precision (default ENGINE_PRECISION, else auto)")
+        p.add_argument("--compile", default=None, choices=CHOICES["compile"],
+                       help="torch backend: torch.compile mode (default ENGINE_TORCH_COMPILE, else off)")
+        p.add_argument("--entropy-pool", default=None, choices=CHOICES["entropy_pool"],
+                       help="where entropy coding runs (default ENGINE_ENTROPY_POOL, else auto)")
         p.add_argument("--batch", type=int, default=8, help="images per network batch")
         p.add_argument("--force", action="store_true", help="overwrite existing outputs")
         p.add_argument("--max-pixels", type=int, default=None)
@@ -97,7 +107,7 @@ def _parser():
         p.add_argument("--quiet", action="store_true")
         if name == "compress":
             p.add_argument("-q", "--quality", type=int, default=None)
-            p.add_argument("--entropy", default="rans", choices=["rans", "context", "none"],
+            p.add_argument("--entropy", default="rans", choices=CHOICES["entropy"],
                            help="rans: bitstream v2 (default); context: v1's range coder; none: raw bits")
             p.add_argument("--effort", type=int, default=0, choices=range(10), metavar="0..9",
                            help="per-image code search (slower, better; default 0: one pass)")
@@ -173,7 +183,7 @@ def _written_by_codec(dst: Path, comp: bool) -> tuple[bool, str | None]:
     """Did the codec write this existing output?  -> (yes, the source's SHA-256 for a PNG).
     Anything unreadable or unrecognised counts as not written by the codec (a file
     that starts with HNLC but has no valid header, too)."""
-    from .bitstream import HEADER_MAX, peek
+    from .format.bitstream import HEADER_MAX, peek
     from .imageio import MAX_SIDE, open_regular
     try:
         with open_regular(dst) as f:
@@ -209,7 +219,7 @@ def _write_record(out: Path, name: str, source: Path, key: str, data: bytes) -> 
     SHA-256, the settings and the model) and the SHA-256 of the bytes written."""
     import json
 
-    from .checkpoint import atomic_write_bytes
+    from .io.atomic import atomic_write_bytes
     (out / RECORDS).mkdir(exist_ok=True)
     rec = {"output": _text(name), "source": _text(str(source)), "key": key,
            "output_sha256": hashlib.sha256(data).hexdigest()}
@@ -298,16 +308,17 @@ def _plan(files: list[Path], out: Path, comp: bool, force: bool, name: str | Non
 
 def run(args) -> int:
     import engine
-    from .bitstream import read_file
-    from .checkpoint import (DEFAULT_MODEL, atomic_write_bytes, model_channels, model_fingerprint, model_for,
-                             stale_temps)
+    from .format.bitstream import read_file
+    from .checkpoint import DEFAULT_MODEL, model_channels, model_fingerprint, model_for
+    from .io.atomic import atomic_write_bytes, stale_temps
     from .errors import EngineError
     from .imageio import max_pixels_setting, open_regular
 
     model = model_for(getattr(args, "metric", None), args.model, args.model_dir) if args.cmd == "compress" else None
     kw = dict(model=model or args.model or DEFAULT_MODEL, backend=args.backend, kernels=args.kernels,
               max_pixels=max_pixels_setting(args.max_pixels, "--max-pixels"), root=args.model_dir,
-              tile_pixels=args.tile_pixels, tile_size=args.tile_size)
+              tile_pixels=args.tile_pixels, tile_size=args.tile_size, coder=args.coder, precision=args.precision,
+              compile=args.compile, entropy_pool=args.entropy_pool)
     comp = args.cmd == "compress"
     target = dict(max_bytes=args.max_bytes, target_bpp=args.target_bpp) if comp else {}
     if comp and args.quality is not None and (args.max_bytes is not None or args.target_bpp is not None):
@@ -464,9 +475,11 @@ def _destination(out_arg: str, inputs: list[str], files: list[Path], comp: bool)
 
 
 def _size_of(data: bytes) -> tuple[int, int]:
-    import struct
-    k = data[8]
-    return struct.unpack_from("<II", data, 9 + k + 8)
+    """A file's (width, height), from its header."""
+    from .format.bitstream import peek
+    from .imageio import MAX_SIDE
+    hdr = peek(data, MAX_SIDE * MAX_SIDE)
+    return hdr.width, hdr.height
 
 
 def main(argv=None) -> int:

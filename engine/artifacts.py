@@ -10,8 +10,10 @@ import os
 import shlex
 from pathlib import Path
 
-from .checkpoint import CHECKPOINT_DIR, atomic_write_bytes
-from .runners.base import ArtifactMismatch, BackendUnavailable
+from . import settings
+from .checkpoint import CHECKPOINT_DIR
+from .errors import ArtifactMismatch, BackendUnavailable
+from .io.atomic import atomic_write_bytes
 
 ARTIFACT_FORMAT = 1          # bump when the export code changes what a build produces
 MANIFEST = "manifest.json"
@@ -41,7 +43,7 @@ ARTIFACT_FILES = {
 # ---------------------------------------------------------------------------
 
 def default_build_dir() -> Path:
-    env = os.environ.get(BUILD_DIR_ENV)
+    env = settings.env(BUILD_DIR_ENV)
     return Path(env) if env else Path(__file__).resolve().parents[1] / "build"
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import engine
 
 from .checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL, qualities as list_qualities, resolve
-from .runners.base import BackendUnavailable
+from .errors import BackendUnavailable
 from .artifacts import (  # noqa: F401 - the build's public names, defined beside the runners' loader
     ARTIFACT_FORMAT, MANIFEST, BUILD_BACKENDS, BUILD_DIR_ENV, GRAPH_SHUFFLES, ARTIFACT_FILES, OPENVINO_IR_PRECISION,
     default_build_dir, artifact_dir, model_root, rebuild_command, rebuild_hint, file_sha256, file_record,

@@ -8,9 +8,9 @@
         ...
 
 A single image is a batch of one: every call runs the same stages
-(engine/stages.py) under the same scheduler (engine/scheduler.py), on an executor
-(engine/executors.py: inline, or CUDA streams when the networks run on CUDA) and an
-entropy pool (engine/entropy_pool.py).  docs/architecture.md draws the whole path.
+(engine/runtime/stages.py) under the same scheduler (engine/runtime/scheduler.py), on an executor
+(engine/runtime/executors.py: inline, or CUDA streams when the networks run on CUDA) and an
+entropy pool (engine/runtime/entropy_pool.py).  docs/architecture.md draws the whole path.
 """
 from __future__ import annotations
 
@@ -19,13 +19,15 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import bitstream, checkpoint, lanes, scheduler, stages, target, tiling
+from . import checkpoint, target, tiling
+from .format import bitstream, lanes, registry
 from . import roi as roi_mod     # the name roi is the compress calls' argument
-from . import entropy_pool as entropy_pools     # the name entropy_pool is the constructor's argument
+from .runtime import entropy_pool as entropy_pools, scheduler     # the name entropy_pool is the constructor's argument
 from .errors import BitstreamError
-from .executors import CUDA, InlineExecutor, StreamExecutor
+from .runtime.executors import CUDA, InlineExecutor, StreamExecutor
 from .imageio import COLOR_GRAY, check_batch, max_pixels_setting, to_rgb
 from .rungs import Rungs
+from .settings import Settings, tile_pixels_setting, tile_size_setting
 from .runners import BackendUnavailable
 
 
@@ -42,7 +44,7 @@ class Codec:
     backend   "auto" | "torch" | "onnxruntime" | "openvino" | "tensorrt" (auto: engine/runners/select.py;
               OpenVINO in bf16 where the CPU has bf16 matrix units and it is built)
     kernels   "auto" | "torch" | "triton" (else ENGINE_KERNELS)
-    entropy   "rans" (default: bitstream v2, rANS lanes, the native coder: engine/lanes.py)
+    entropy   "rans" (default: bitstream v2, rANS lanes, the native coder: engine/format/lanes.py)
               | "context" (version 1's range coder, kept for old readers and comparisons)
               | "none" (raw packing, version 1).  Every mode's files decode.
     tile_pixels  run the networks in tiles (engine/tiling.py) when the padded image has
@@ -57,7 +59,7 @@ class Codec:
     entropy_pool  where the batch APIs entropy-code: "threads", "processes" or "auto"
               (default ENGINE_ENTROPY_POOL, else auto = processes when the networks run
               on CUDA, there are >= 4 CPUs and the program was started with -m or
-              interactively); see engine/entropy_pool.py.  Worker processes live until
+              interactively); see engine/runtime/entropy_pool.py.  Worker processes live until
               ``codec.close()`` (or the end of a ``with`` block).
     coder     bitstream v2's entropy coder: "native" (C++, on the CPU), "triton" (on the
               networks' device: kernels/rans_triton.py; the same bytes) or "auto"
@@ -103,8 +105,8 @@ class Codec:
                                     or threads < 1):
             raise ValueError(f"threads must be a positive integer (or None: every CPU), got {threads!r}")
         self.threads = threads
-        self.tile_pixels = int(tiling.DEFAULT_TILE_PIXELS if tile_pixels is None else tile_pixels)
-        self.tile_size = tiling.check_tile_size(tiling.DEFAULT_TILE_SIZE if tile_size is None else tile_size)
+        self.tile_pixels = tile_pixels_setting(tile_pixels)     # None: ENGINE_TILE_PIXELS, else ~8.4 M
+        self.tile_size = tiling.check_tile_size(tile_size_setting(tile_size))
         self.timer = None
         model = checkpoint.model_for(metric, model, self.root)   # as CompressAI's metric=: the model for it
         self.model_name = model
@@ -145,6 +147,13 @@ class Codec:
             self._coder = lanes.resolve_coder(self._coder_choice, self.runner.device)
         return self._coder
 
+    def settings(self, effort: int | None = None) -> Settings:
+        """This codec's choices for one call, as the scheduler and the stages read them;
+        ``effort`` for a call that searches at another (a target size's tries)."""
+        return Settings(kernels=self.kernels, entropy_mode=self.entropy_mode, coder=self.coder,
+                                 effort=self.effort if effort is None else effort, tile_pixels=self.tile_pixels,
+                                 tile_size=self.tile_size, max_pixels=self.max_pixels)
+
     @property
     def config(self):
         return self.rung.q.config
@@ -164,7 +173,7 @@ class Codec:
     # ------------------------------------------------------------------ where the stages run
     def executor(self, pipeline: dict | None = None):
         """The executor a batch call uses: CUDA streams (options ``pipeline``, see
-        :class:`engine.executors.StreamExecutor`) when the runner is on a CUDA device,
+        :class:`engine.runtime.executors.StreamExecutor`) when the runner is on a CUDA device,
         else inline."""
         opts = dict(pipeline or {})
         api = opts.get("api") or CUDA
@@ -204,7 +213,7 @@ class Codec:
 
     # ------------------------------------------------------------------ encode
     def compress(self, img, max_bytes: int | None = None, target_bpp: float | None = None, roi=None,
-                 roi_boost: float | None = None) -> bytes:
+                 roi_boost: float | None = None, quality: int | None = None, effort: int | None = None) -> bytes:
         """One image -> file bytes at this codec's quality and effort.  With ``max_bytes``
         or ``target_bpp`` (bits per pixel of the image's own size): the best file that
         fits, over the model's encodable rungs, and this codec's effort when it is > 0
@@ -212,20 +221,31 @@ class Codec:
         ``roi``: a region of interest (engine/roi.py): an HxW bool/uint8 mask, a PIL
         ``L`` image or its path (nonzero = inside), or a float boost map; its importance
         logits are raised by ``roi_boost`` (default engine.roi.DEFAULT_BOOST for a mask,
-        1 x the map).  The file is an ordinary file; a bad mask is an ImageError."""
+        1 x the map).  The file is an ordinary file; a bad mask is an ImageError.
+        ``quality`` / ``effort``: this call's, instead of the codec's (as nvImageCodec's
+        encode parameters: the codec holds the resources, a call its choices)."""
         roi_mod.check_call(roi, roi_boost)
+        rung, effort = self._call_choices(quality, effort, max_bytes, target_bpp)
         if max_bytes is None and target_bpp is None:
-            return self._encode(img, self.rung, self.effort, roi, roi_boost)
-        return self._fit(img, max_bytes, target_bpp, roi, roi_boost)
+            return self._encode(img, rung or self.rung, effort, roi, roi_boost)
+        return self._fit(img, max_bytes, target_bpp, roi, roi_boost, effort)
+
+    def _call_choices(self, quality, effort, max_bytes, target_bpp):
+        """A call's rung (None: the codec's, built when the call needs it) and effort:
+        its own, checked, else the codec's."""
+        from .search import check_effort
+        if quality is not None and (max_bytes is not None or target_bpp is not None):
+            raise ValueError("quality and max_bytes / target_bpp exclude each other: a target size chooses the quality")
+        rung = None if quality is None else self.rungs.get(quality)
+        return rung, self.effort if effort is None else check_effort(effort)
 
     def _encode(self, img, rung, effort: int, roi=None, roi_boost=None) -> bytes:
         ex, pool = self._inline()
-        opts = self if effort == self.effort else _OtherEffort(self, effort)
-        (data,) = scheduler.compress_iter(opts, rung, [img], ex, pool, batch_size=1,
+        (data,) = scheduler.compress_iter(self.settings(effort), rung, [img], ex, pool, batch_size=1,
                                           rois=None if roi is None else iter([roi]), roi_boost=roi_boost)
         return data
 
-    def _fit(self, img, max_bytes, target_bpp, roi=None, roi_boost=None) -> bytes:
+    def _fit(self, img, max_bytes, target_bpp, roi=None, roi_boost=None, effort: int | None = None) -> bytes:
         target.check(max_bytes, target_bpp)
         rgb, color = to_rgb(img, self.max_pixels)      # read once: every try codes these pixels
         src = rgb[:, :, :1] if color == COLOR_GRAY else rgb
@@ -234,10 +254,10 @@ class Codec:
             raise roi
         boost = roi_mod.prepare(roi, roi_boost, h, w)  # checked once: every try codes this boost
         return target.fit(lambda q, e: self._encode(src, self.rungs.get(q), e, boost),
-                          checkpoint.qualities(self.model_name, self.root), self.effort,
+                          checkpoint.qualities(self.model_name, self.root), self.effort if effort is None else effort,
                           target.limit_bytes(max_bytes, target_bpp, w, h), w * h, f"a {w}x{h} image")
 
-    def _fit_iter(self, images, errors: str, max_bytes, target_bpp, progress, rois=None, roi_boost=None):
+    def _fit_iter(self, images, errors: str, max_bytes, target_bpp, progress, rois=None, roi_boost=None, effort=None):
         target.check(max_bytes, target_bpp)
         for i, img in enumerate(images):
             mask = None
@@ -248,7 +268,7 @@ class Codec:
             try:
                 if isinstance(img, BaseException):     # the caller's own error for this item
                     raise img
-                data = self._fit(img, max_bytes, target_bpp, mask, roi_boost)
+                data = self._fit(img, max_bytes, target_bpp, mask, roi_boost, effort)
             except Exception as exc:  # noqa: BLE001 - reported per item
                 if errors == "raise":
                     raise
@@ -260,24 +280,25 @@ class Codec:
     def compress_iter(self, images, batch_size: int = 8, errors: str = "raise", workers: int | None = None,
                       progress=None, pipeline: dict | None = None, executor=None, window: int | None = None,
                       max_bytes: int | None = None, target_bpp: float | None = None, roi=None,
-                      roi_boost: float | None = None):
+                      roi_boost: float | None = None, quality: int | None = None, effort: int | None = None):
         """Images (any iterable) -> bytes, in order, identical to :meth:`compress` one by
         one; at most ``window`` (default max(4 x batch_size, 16)) images are held.
         ``errors="return"`` yields the exception in a failed item's place.  With
         ``max_bytes`` / ``target_bpp``, each image's best file that fits, one image at a
         time (see :meth:`compress`).  ``roi``: one mask for every image, or an iterable
         of masks in step with ``images`` (None: no ROI for that image); ``roi_boost`` for
-        all.  A bad mask is its image's error."""
+        all.  A bad mask is its image's error.  ``quality`` / ``effort``: as :meth:`compress`."""
         scheduler.check_errors(errors)
         check_batch(images)
         roi_mod.check_call(roi, roi_boost)
+        rung, effort = self._call_choices(quality, effort, max_bytes, target_bpp)
         rois = roi_mod.requests(roi, len(images) if hasattr(images, "__len__") else None)
         if max_bytes is not None or target_bpp is not None:
-            yield from self._fit_iter(images, errors, max_bytes, target_bpp, progress, rois, roi_boost)
+            yield from self._fit_iter(images, errors, max_bytes, target_bpp, progress, rois, roi_boost, effort)
             return
         ex = executor or self.executor(pipeline)
         with self.entropy_workers(ex.kind == "streams", workers) as pool:
-            yield from scheduler.compress_iter(self, self.rung, images, ex, pool, batch_size, errors, window,
+            yield from scheduler.compress_iter(self.settings(effort), rung or self.rung, images, ex, pool, batch_size, errors, window,
                                                progress, rois, roi_boost)
 
     def compress_batch(self, images, batch_size: int = 8, errors: str = "raise", **kw) -> list:
@@ -289,13 +310,13 @@ class Codec:
     def parse(self, data: bytes):
         """Validate a file and entropy-decode it -> (header, rung, (levels, ydense, cdense)
         numpy), or (header, rung, Packed) for a raw-mode file."""
-        hdr, _, dec = stages.parse(data, self.rungs.codings.for_header, self.max_pixels, self.timer)
+        hdr, _, dec = registry.parse(data, self.rungs.codings.for_header, self.max_pixels, self.timer)
         return hdr, self.rungs.for_header(hdr), dec
 
     def decompress(self, data: bytes):
         self._file_rung(data)
         ex, pool = self._inline()
-        (rgb,) = scheduler.decompress_iter(self, self.rungs, [data], ex, pool, batch_size=1)
+        (rgb,) = scheduler.decompress_iter(self.settings(), self.rungs, [data], ex, pool, batch_size=1)
         return rgb
 
     def decompress_iter(self, blobs, batch_size: int = 8, errors: str = "raise", workers: int | None = None,
@@ -305,7 +326,7 @@ class Codec:
         check_batch(blobs, "files")
         ex = executor or self.executor(pipeline)
         with self.entropy_workers(ex.kind == "streams", workers) as pool:
-            yield from scheduler.decompress_iter(self, self.rungs, blobs, ex, pool, batch_size, errors, window,
+            yield from scheduler.decompress_iter(self.settings(), self.rungs, blobs, ex, pool, batch_size, errors, window,
                                                  progress)
 
     def decompress_batch(self, blobs, batch_size: int = 8, errors: str = "raise", **kw) -> list:
@@ -326,12 +347,3 @@ class Codec:
 
 _NO_MASK = object()
 
-
-class _OtherEffort:
-    """A codec's settings with another effort: a target-size search's candidates."""
-
-    def __init__(self, codec: Codec, effort: int):
-        self.codec, self.effort = codec, effort
-
-    def __getattr__(self, name):
-        return getattr(self.codec, name)

@@ -10,6 +10,8 @@ import functools
 import os
 import platform
 
+from . import settings
+
 
 @functools.lru_cache(maxsize=1)
 def _cpuinfo() -> dict[str, str]:
@@ -38,7 +40,7 @@ def has_bf16_matrix() -> bool:
     """True where the CPU has bf16 matrix units (AMX-BF16), the units that make bf16
     convolutions several times faster than fp32.  AVX512-BF16 alone is a dot-product
     instruction, not a matrix unit, and does not count."""
-    forced = os.environ.get("ENGINE_CPU_BF16")
+    forced = settings.env("ENGINE_CPU_BF16")
     if forced in ("0", "1"):
         return forced == "1"
     return "amx_bf16" in cpu_flags()

@@ -1,4 +1,6 @@
-"""Typed errors.  All are ValueError subclasses, so ``except ValueError`` catches bad input."""
+"""Typed errors, at the bottom of the layers so that any module can raise them.  The
+input errors are ValueError subclasses, so ``except ValueError`` catches bad input;
+the backend errors are RuntimeErrors (the machine, not the input)."""
 
 
 class EngineError(ValueError):
@@ -29,3 +31,15 @@ class TargetSizeError(EngineError):
 
     def __reduce__(self):       # picklable (worker processes, Ray) with its fields
         return type(self), (str(self), self.smallest, self.limit)
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend (or its artifacts) is not available on this machine."""
+
+
+class ArtifactMismatch(BackendUnavailable):
+    """Build artifacts exist but do not belong to the checkpoint (or options) asked for.
+
+    Raised instead of silently running stale ONNX graphs / TensorRT engines; the
+    message carries the ``python -m engine.build ...`` command that rebuilds them.
+    """

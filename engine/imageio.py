@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import settings
 from .errors import ImageError, ImageTooLargeError
 
 COLOR_RGB = 0
@@ -42,7 +43,7 @@ def max_pixels_setting(value=None, what: str = "max_pixels") -> int:
     """The pixel limit: ``value``, else ENGINE_MAX_PIXELS, else the built-in 100 M.
     It must be a positive integer everywhere (API, CLI, environment)."""
     if value is None:
-        env = os.environ.get(MAX_PIXELS_ENV)
+        env = settings.env(MAX_PIXELS_ENV)
         if env is None or env.strip() == "":
             return DEFAULT_MAX_PIXELS
         value, what = env.strip(), MAX_PIXELS_ENV

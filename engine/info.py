@@ -23,7 +23,8 @@ ENTROPY = {0: "none (raw bits)", 1: "context (v1 range coder)", 2: "rans (v2 lan
 def describe(data: bytes, codings=None, max_pixels: int | None = None) -> dict:
     """A file's fields as a dict (see the module docstring).  ``codings(model)`` gives a
     :class:`engine.rungs.Codings` for a model name (None: this installation's)."""
-    from . import bitstream, rungs
+    from . import rungs
+    from .format import bitstream
     from .errors import BitstreamError
     from .imageio import COLOR_GRAY, max_pixels_setting
 
@@ -49,7 +50,7 @@ def describe(data: bytes, codings=None, max_pixels: int | None = None) -> dict:
         cs = codings(hdr.model)
         coding = cs.for_header(hdr)
         if hdr.version == bitstream.VERSION_LANES:      # as decoding checks it (issue #28)
-            from .lanes_reference import lane_count_error
+            from .format.lanes_reference import lane_count_error
             H, W = (-(-v // coding.config.multiple) * coding.config.multiple for v in (hdr.height, hdr.width))
             bad = lane_count_error(len(body), H // 8, W // 8, hdr.tile)
             if bad:
@@ -88,7 +89,7 @@ def text(name: str, d: dict) -> str:
 
 def run(args) -> int:
     """The ``info`` subcommand (engine/__main__.py parses its arguments)."""
-    from .bitstream import read_file
+    from .format.bitstream import read_file
     from .checkpoint import model_channels
     from .errors import EngineError
     from .imageio import max_pixels_setting, open_regular

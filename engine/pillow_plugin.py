@@ -24,7 +24,7 @@ any chunk sizes (the decoder gathers what it is fed and decodes at the end);
 ``verify()`` reads the whole file and checks its checksum, lengths and lane table.
 A file names its model, and only a model installed here (a name, never a path) is
 loaded to decode it, after the file's checksum has been checked.  Reads stop at the
-size a valid file of the header's size can have (engine.bitstream.max_file_bytes).
+size a valid file of the header's size can have (engine.format.bitstream.max_file_bytes).
 
 Saving over an existing file: Pillow opens a path target with ``w+b`` (emptying it)
 *before* it calls a format's save handler, so no handler can keep the old content
@@ -43,11 +43,12 @@ import threading
 
 from PIL import Image, ImageFile
 
+from .format import MAGIC
+
 FORMAT = "HNLC"
 EXTENSION = ".hnlc"
 MIME = "image/x-hnlc"
 DECODER = "hnlc"
-MAGIC = b"HNLC"
 SETTINGS = ("model", "quality", "effort", "entropy", "metric")      # what a save call may set
 
 _lock = threading.Lock()
@@ -89,7 +90,7 @@ def _channels(model: str):
 def _read_whole(fp) -> bytes:
     """The whole file from ``fp`` (from its start), bounded by what a valid file of its
     header can have."""
-    from .bitstream import read_file
+    from .format.bitstream import read_file
     fp.seek(0)
     return read_file(fp, max_pixels(), _channels)
 
@@ -97,7 +98,7 @@ def _read_whole(fp) -> bytes:
 def _decode(data: bytes):
     """A whole file -> (H, W, 3) uint8.  The file is validated (checksum, lengths) before
     its model is looked up, and only an installed model is: a file never names a path."""
-    from .bitstream import read
+    from .format.bitstream import read
     from .checkpoint import installed, list_models
     from .errors import BitstreamError
 
@@ -114,7 +115,7 @@ class HnlcImageFile(ImageFile.ImageFile):
     format_description = "HNLC learned image codec"
 
     def _open(self) -> None:
-        from .bitstream import HEADER_MAX, peek
+        from .format.bitstream import HEADER_MAX, peek
         from .errors import BitstreamError
         from .imageio import COLOR_GRAY, MAX_SIDE, check_size
 
@@ -132,7 +133,7 @@ class HnlcImageFile(ImageFile.ImageFile):
         """Reads the whole file and checks it as a decode would before decoding:
         checksum, section / lane lengths, size limits (a BitstreamError otherwise).
         Like Pillow's verify, call it right after open; it closes the file."""
-        from .bitstream import read
+        from .format.bitstream import read
         if self.fp is None:
             raise RuntimeError("verify must be called directly after open")
         try:
@@ -158,7 +159,7 @@ class HnlcDecoder(ImageFile.PyDecoder):
             if buffer:
                 self._fed += buffer
                 return len(buffer), 0
-            from .bitstream import read_file
+            from .format.bitstream import read_file
             import io
             data = read_file(io.BytesIO(bytes(self._fed)), max_pixels(), _channels)
             self._fed = bytearray()
@@ -203,7 +204,7 @@ def _save(self, fp, format=None, **params):
         return _pillow_save(self, fp, format, **params)
     import io
 
-    from .checkpoint import atomic_write_bytes
+    from .io.atomic import atomic_write_bytes
     buf = io.BytesIO()
     _pillow_save(self, buf, FORMAT, **params)
     target = os.path.realpath(os.fsdecode(fp))

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import torch
 
+from . import settings
 from .color import RGB2YCC, YCC2RGB, rgb8_to_ycbcr, ycbcr_to_rgb
 
 
@@ -88,7 +89,7 @@ def native_pixels() -> NativePixels | None:
 
 
 def _load_native() -> NativePixels | None:
-    if os.environ.get(NATIVE_ENV, "1").strip() == "0":
+    if settings.env(NATIVE_ENV, "1").strip() == "0":
         return None
     from . import native
     mod = native.load()

@@ -120,7 +120,8 @@ class RayCompressor:
     checked here, before Ray starts, with the errors a local Codec gives."""
 
     def __init__(self, address: str | None = None, **codec_options):
-        from . import bitstream, checkpoint
+        from . import checkpoint
+        from .format import bitstream
         from .search import check_effort
 
         _ray()

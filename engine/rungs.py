@@ -13,13 +13,13 @@ one place that checks them.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, entropy
+from . import checkpoint, settings
+from .format import context_coder
 from .errors import BitstreamError
 from .model import ModelConfig
 
@@ -29,11 +29,11 @@ class Coding:
     model: str
     quality: int
     config: ModelConfig
-    tables: entropy.Tables
+    tables: context_coder.Tables
     stream_id: bytes          # 8 bytes every file of this rung carries
 
 
-def load_tables(q: checkpoint.Quality) -> entropy.Tables:
+def load_tables(q: checkpoint.Quality) -> context_coder.Tables:
     """The rung's context tables (``entropy.safetensors`` beside the weights), else flat ones."""
     cfg = q.config
     path = q.weights.parent / "entropy.safetensors"
@@ -42,8 +42,8 @@ def load_tables(q: checkpoint.Quality) -> entropy.Tables:
         d = load_file(str(path))
         key = f"q{q.quality}."
         if key + "map" in d:
-            return entropy.Tables(d[key + "map"].astype(np.uint32), d[key + "y"], d[key + "c"])
-    return entropy.Tables.flat(cfg.n, cfg.levels, cfg.m)
+            return context_coder.Tables(d[key + "map"].astype(np.uint32), d[key + "y"], d[key + "c"])
+    return context_coder.Tables.flat(cfg.n, cfg.levels, cfg.m)
 
 
 def coding_for(q: checkpoint.Quality) -> Coding:
@@ -103,7 +103,7 @@ class Rung:
     search: object = None     # engine.search.CodeSearch, made on the first effort > 0 call
 
     @property
-    def tables(self) -> entropy.Tables:
+    def tables(self) -> context_coder.Tables:
         return self.coding.tables
 
     @property
@@ -111,7 +111,7 @@ class Rung:
         return self.coding.stream_id
 
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = settings.CHOICES["precision"]
 
 
 def resolve_precision(precision: str | None, backend: str, device) -> str:
@@ -121,7 +121,7 @@ def resolve_precision(precision: str | None, backend: str, device) -> str:
     "auto", for the backend to resolve (OpenVINO: bf16 where the CPU has bf16 matrix
     units; every other runner: fp32); fp32 everywhere else.  fp32 stays the reference
     (README, "Precision").  bf16 is the openvino backend's only."""
-    p = (precision or os.environ.get("ENGINE_PRECISION") or "auto").strip().lower()
+    p = settings.pick(precision, "ENGINE_PRECISION", "auto")
     if p not in PRECISIONS:
         raise ValueError(f"precision/ENGINE_PRECISION must be one of {PRECISIONS}, got {p!r}")
     b = (backend or "auto").lower()
@@ -140,7 +140,7 @@ def resolve_compile(compile: str | None, backend: str) -> str:
     """``compile``/``ENGINE_TORCH_COMPILE`` -> a TorchRunner compile mode ("off" unless
     asked: it is measured on the card before it becomes anyone's default)."""
     from .runners.torch_runner import COMPILE_MODES
-    c = (compile or os.environ.get("ENGINE_TORCH_COMPILE") or "off").strip().lower()
+    c = settings.pick(compile, "ENGINE_TORCH_COMPILE", "off")
     if c not in COMPILE_MODES:
         raise ValueError(f"compile/ENGINE_TORCH_COMPILE must be one of {COMPILE_MODES}, got {c!r}")
     if c != "off" and (backend or "auto") not in ("auto", "torch"):

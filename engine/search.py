@@ -18,7 +18,7 @@ output, the search optimises with Adam
   over 160 pixels; smaller images are searched with b = 0.
 * R: bits per pixel.  In the gradient, each kept Y bit of channel k costs c_k
   bits, the mean that the shipped context tables give the current codes
-  (:func:`engine.entropy.information`), refreshed at every check; the map and
+  (:func:`engine.context_coder.information`), refreshed at every check; the map and
   CbCr rates count at the checks.
 * variables: the Y and CbCr code values before binarisation (straight-through,
   like training) and the importance logits.  The importance map reaches D and R
@@ -65,7 +65,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import entropy, importance
+from . import importance
+from .format import context_coder
 from . import roi as roi_mod     # the name roi is run()'s argument
 from .color import ycbcr_to_rgb
 from .model import CodecNet, binarize
@@ -214,7 +215,7 @@ def _db(mse: float) -> float:
 class CodeSearch:
     """Refines the codes of a batch of same-size images for one model quality."""
 
-    def __init__(self, net: CodecNet, tables: entropy.Tables, slope: float, ms_ssim_weight: float | None = None):
+    def __init__(self, net: CodecNet, tables: context_coder.Tables, slope: float, ms_ssim_weight: float | None = None):
         self.net = net
         self.cfg = net.cfg
         self.tables = tables
@@ -274,7 +275,7 @@ class CodeSearch:
         lv = q[:, 0].to(torch.uint8).cpu().numpy()
         js, costs, rates = [], [], []
         for i in range(len(yd)):
-            bits, per = entropy.information(lv[i], yd[i], None if gray[i] else cd[i], cfg.n, cfg.levels,
+            bits, per = context_coder.information(lv[i], yd[i], None if gray[i] else cd[i], cfg.n, cfg.levels,
                                             self.tables)
             r = bits / npix[i]
             rates.append(r)

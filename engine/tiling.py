@@ -33,21 +33,18 @@ Decoded pixels may round the other way where a value is that close to .5
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 from .planes import crop_planes
 
 GRID = 16
-# Tile when the padded image has more pixels than this (0: never).  Untiled, the
-# "small" model's compress peaks at ~0.15 GB per MP on the CPU (bench/peak_rss.py:
+# The defaults (engine/settings.py, ENGINE_TILE_PIXELS / ENGINE_TILE_SIZE):
+# tile when the padded image has more than 2 x 2048 x 2048 pixels (0: never).  Untiled,
+# the "small" model's compress peaks at ~0.15 GB per MP on the CPU (bench/peak_rss.py:
 # 0.50 GB at 1.6 MP, 1.19 GB at 6.3 MP, 3.8 GB at 24 MP), so ~1.5 GB at 8.4 MP.
-DEFAULT_TILE_PIXELS = int(os.environ.get("ENGINE_TILE_PIXELS", 2 * 2048 * 2048))
-# Core tile side (pixels, multiple of 16).  2048 + 2 halos is ~5 MP per tile run;
+# Core tile side 2048 (pixels, multiple of 16): 2048 + 2 halos is ~5 MP per tile run;
 # for a 6000x4000 photo that is 6 tiles and 1.12x (encoder) / 1.17x (decoder) the
 # untiled work, and no slower on the CPU than untiled (39 s vs 41 s, 1 thread).
-DEFAULT_TILE_SIZE = int(os.environ.get("ENGINE_TILE_SIZE", 2048))
 
 
 # ---------------------------------------------------------------------------
@@ -164,7 +161,7 @@ def should_tile(height: int, width: int, tile_pixels: int, max_side: int | None 
 def runner_max_side(runner, net: str = "encoder") -> int | None:
     """The largest image side (pixels) a runner's engines accept: a TensorRT build's
     optimization profile (``runner.profiles``); None for runners without a limit."""
-    prof = getattr(runner, "profiles", None)
+    prof = getattr(runner, "profiles", None)     # declared by every Runner; duck-typed stand-ins may lack it
     try:
         if net == "encoder":
             return int(min(prof["encoder"]["ycc"]["max"][2:]))

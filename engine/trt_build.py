@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .runners.base import BackendUnavailable
+from .errors import BackendUnavailable
 
 TRT_MISSING = ("TensorRT is not installed: pip install tensorrt (CUDA GPU required) "
                "or use --backend onnxruntime")
@@ -108,7 +108,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, net: str, profi
     """Parse ``onnx_path`` into a strongly typed network, build a serialized engine
     for one optimization profile ({input: {"min","opt","max"}}) and write it to
     ``engine_path``.  The timing cache is loaded from and saved back to ``timing_cache``."""
-    from .checkpoint import atomic_write_bytes
+    from .io.atomic import atomic_write_bytes
     from .export import check_io_names
 
     trt = import_tensorrt()

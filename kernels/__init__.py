@@ -11,17 +11,18 @@ error, never a silent fallback.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Callable
 
 from . import reference
 
-KERNEL_CHOICES = ("auto", "torch", "triton")
+from engine import settings
+
+KERNEL_CHOICES = settings.CHOICES["kernels"]
 
 
 def kernel_choice(name: str | None = None) -> str:
-    name = (name or os.environ.get("ENGINE_KERNELS") or "auto").strip().lower()
+    name = settings.pick(name, "ENGINE_KERNELS", "auto")
     if name not in KERNEL_CHOICES:
         raise ValueError(f"ENGINE_KERNELS/kernels must be one of {KERNEL_CHOICES}, got {name!r}")
     return name

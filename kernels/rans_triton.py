@@ -1,6 +1,6 @@
 """Bitstream v2's entropy coder in Triton: rANS lanes coded where the codes are made.
 
-The spec is engine/lanes_reference.py (docs/bitstream.md, "Version 2"); the native
+The spec is engine/format/lanes_reference.py (docs/bitstream.md, "Version 2"); the native
 coder (native/rans.cpp) is the production CPU path.  These kernels write the same
 bytes and decode them to the same bits (tests/test_rans_triton.py: random inputs and
 the shipped model's codes of Kodak crops, under the interpreter on the CPU and
@@ -47,7 +47,7 @@ import torch
 import triton
 import triton.language as tl
 
-from engine import lanes_reference
+from engine.format import lanes_reference
 
 from .pack_triton import check_device, interpreter_active, pow2
 
@@ -375,7 +375,7 @@ _TABLES: dict[tuple, tuple] = {}
 
 
 def device_tables(tables, L: int, device) -> DeviceTables:
-    """``tables`` (an engine.entropy.Tables) on ``device``, cached per tables object."""
+    """``tables`` (an engine.format.context_coder.Tables) on ``device``, cached per tables object."""
     device = torch.device(device)
     key = (id(tables), str(device))
     hit = _TABLES.get(key)
@@ -500,7 +500,7 @@ def encode(levels, e, ec, grays, tables, n: int, L: int, m: int, tile: int) -> l
 
 
 def upload(bodies: list, device, host_buffer=None):
-    """Lanes bodies (engine.bitstream.Lanes) -> (device uint16 words, lane start and end
+    """Lanes bodies (engine.format.bitstream.Lanes) -> (device uint16 words, lane start and end
     word offsets (int64, lanes)).  Every lane has an even length (the container checks),
     so the bodies' concatenation is a sequence of little-endian words."""
     starts, ends, chunks, at = [], [], [], 0

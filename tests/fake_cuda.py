@@ -1,4 +1,4 @@
-"""Synchronous CPU stand-ins for the CUDA calls of engine.executors.StreamExecutor.
+"""Synchronous CPU stand-ins for the CUDA calls of engine.runtime.executors.StreamExecutor.
 
 Passed as its ``api`` parameter (``Codec.compress_batch(..., pipeline={"api": FakeCuda()})``),
 they run the stream executor's logic -- lanes round-robin, per-lane staging buffers,
@@ -9,7 +9,7 @@ import contextlib
 
 import torch
 
-from engine.executors import CudaApi
+from engine.runtime.executors import CudaApi
 
 
 class FakeStream:

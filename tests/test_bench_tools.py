@@ -134,7 +134,7 @@ def test_bench_entropy_smoke(tmp_path):
     """bench.entropy on two small images: both coders timed per thread count, v2 checked
     to decode to v1's bits inside, sizes and results written."""
     from bench import entropy as bench_entropy
-    from engine import lanes
+    from engine.format import lanes
     if lanes.native() is None:
         pytest.skip("engine.rans_native is not built")
     data = _images(tmp_path / "imgs", 2, (40, 72))

@@ -1,4 +1,4 @@
-"""Parse a real file by docs/bitstream.md, field by field, without engine.bitstream."""
+"""Parse a real file by docs/bitstream.md, field by field, without engine.format.bitstream."""
 import math
 import struct
 import zlib
@@ -41,9 +41,9 @@ def test_real_file_matches_the_spec(tiny_root):
 
 def test_real_v2_file_matches_the_spec(tiny_root):
     """Version 2 (the default), field by field from docs/bitstream.md; the lanes are
-    decoded with the spec's reference (engine/lanes_reference.py) and must give what
+    decoded with the spec's reference (engine/format/lanes_reference.py) and must give what
     the codec decodes."""
-    from engine import lanes_reference
+    from engine.format import lanes_reference
     codec = engine.Codec(model="tiny", root=tiny_root, backend="torch", kernels="torch")
     H, W = 50, 83
     data = codec.compress(np.random.default_rng(3).integers(0, 256, (H, W, 3), dtype=np.uint8))

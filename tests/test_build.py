@@ -22,7 +22,7 @@ from engine.export import (DEFAULT_PROFILE, ShapeProfile, check_io_names, check_
                            net_profiles, onnx_io_names)
 from engine.model import CONFIGS, CodecNet  # noqa: E402
 from engine.runners import make_runner  # noqa: E402
-from engine.runners.base import ArtifactMismatch, BackendUnavailable  # noqa: E402
+from engine.errors import ArtifactMismatch, BackendUnavailable  # noqa: E402
 from engine.runners.ort_runner import OrtRunner, choose_providers  # noqa: E402
 from engine.runners.select import auto_backend  # noqa: E402
 from engine.runners.torch_runner import TorchRunner  # noqa: E402

@@ -244,7 +244,7 @@ def test_an_output_another_run_wrote_meanwhile_is_kept(cli, tmp_path, monkeypatc
 def test_atomic_write_publishes_only_where_nothing_is(tmp_path):
     """Item 6: two writers of one new output: the second gets FileExistsError and the
     first one's file stays; no temp file is left."""
-    from engine.checkpoint import atomic_write_bytes
+    from engine.io.atomic import atomic_write_bytes
     atomic_write_bytes(tmp_path / "x", b"first", replace=False)
     with pytest.raises(FileExistsError):
         atomic_write_bytes(tmp_path / "x", b"second", replace=False)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import engine
-from engine import bitstream
+from engine.format import bitstream
 from engine.errors import BitstreamError, ImageError, ImageTooLargeError
 
 

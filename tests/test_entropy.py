@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from engine import entropy
+from engine.format import context_coder as entropy
 from engine.errors import BitstreamError
 
 

@@ -1,9 +1,9 @@
-"""Entropy coding in worker processes (engine/entropy_pool.py): same bytes, same errors."""
+"""Entropy coding in worker processes (engine/runtime/entropy_pool.py): same bytes, same errors."""
 import numpy as np
 import pytest
 
 import engine
-from engine import entropy_pool
+from engine.runtime import entropy_pool
 from engine.timing import StageTimer
 
 

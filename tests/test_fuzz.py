@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine import bitstream
+from engine.format import bitstream
 from engine.errors import BitstreamError
 
 
@@ -109,8 +109,8 @@ def fuzz_lanes(count: int, seed: int) -> tuple[int, int]:
     """Random and mutated lanes straight into the native lane decoder (no CRC in the
     way): each image decodes or is refused, never a crash or an out-of-bounds read
     (CI's slow step runs this under ASan + UBSan, native/sanitize.sh)."""
-    from engine import lanes, lanes_reference
-    from engine.entropy import Tables, _normalize_rows
+    from engine.format import lanes, lanes_reference
+    from engine.format.context_coder import Tables, _normalize_rows
     from engine.model import ModelConfig
 
     rng = np.random.default_rng(seed)
@@ -152,7 +152,7 @@ def fuzz_lanes(count: int, seed: int) -> tuple[int, int]:
 
 
 def test_fuzz_lanes_native():
-    from engine import lanes
+    from engine.format import lanes
     if lanes.native() is None:
         pytest.skip("engine.rans_native is not built")
     ok, bad = fuzz_lanes(300, int.from_bytes(os.urandom(4), "little"))
@@ -161,7 +161,7 @@ def test_fuzz_lanes_native():
 
 @pytest.mark.slow
 def test_fuzz_lanes_native_20k():
-    from engine import lanes
+    from engine.format import lanes
     if lanes.native() is None:
         pytest.skip("engine.rans_native is not built")
     ok, bad = fuzz_lanes(20_000, 20261202)

@@ -63,7 +63,7 @@ def test_folders_and_what_a_file_name_refuses(tiny_root, tmp_path, capsys):
 # In the venv: where engine comes from, whether the native coder loads, and which of the
 # wheel's declared dependencies are not importable there.
 WHERE = """
-import importlib.metadata as md, re, engine, engine.lanes as lanes
+import importlib.metadata as md, re, engine, engine.format.lanes as lanes
 print(engine.__file__)
 print(lanes.native() is not None)
 reqs = [r for r in md.requires("hnlc-engine") or [] if "extra ==" not in r]

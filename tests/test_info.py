@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine import bitstream, entropy, lanes
+from engine.format import bitstream, context_coder as entropy, lanes
 from engine.__main__ import main
 
 

@@ -1,5 +1,5 @@
 """Bitstream v2 (rANS lanes): the native coder (native/rans.cpp) against its numpy
-reference (engine/lanes_reference.py), the container, and the codec's default mode."""
+reference (engine/format/lanes_reference.py), the container, and the codec's default mode."""
 import struct
 import zlib
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import engine
-from engine import bitstream, lanes, lanes_reference
-from engine.entropy import Tables, _normalize_rows
+from engine.format import bitstream, lanes, lanes_reference
+from engine.format.context_coder import Tables, _normalize_rows
 from engine.errors import BitstreamError
 from engine.model import ModelConfig
 from kernels.reference import Packed
@@ -248,7 +248,7 @@ def test_shipped_model_v2_matches_reference_on_real_images():
     ../shared is present, two Kodak crops): native bytes == reference bytes."""
     from pathlib import Path
 
-    from engine import stages
+    from engine.format import registry
     from engine.data import list_images, load_rgb
     codec = engine.Codec(quality=4, entropy="none", backend="torch", kernels="torch")
     yy, xx = np.mgrid[0:96, 0:160]
@@ -259,7 +259,7 @@ def test_shipped_model_v2_matches_reference_on_real_images():
     coding = codec.rung.coding
     cfg = coding.config
     for img in imgs:
-        hdr, _, packed = stages.parse(codec.compress(img), codec.rungs.codings.for_header, codec.max_pixels)
+        hdr, _, packed = registry.parse(codec.compress(img), codec.rungs.codings.for_header, codec.max_pixels)
         from kernels import reference
         import torch
         _, yd, cd = reference.unpack([packed], cfg.n, cfg.m, cfg.levels, dtype=torch.uint8)

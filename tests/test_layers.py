@@ -47,8 +47,8 @@ def test_this_tree_keeps_the_layers(tmp_path):
 
 @pytest.mark.parametrize("plant, what", [
     ("engine/rungs.py", "from .codec import Codec\n"),                             # an upward import
-    ("kernels/reference.py", "from engine import stages\n"),                        # kernels above format/layout
-    ("engine/stages.py", "from .scheduler import compress_iter\n"),                 # a cycle through the layers
+    ("kernels/reference.py", "from engine.runtime import stages\n"),                # kernels above format/layout
+    ("engine/runtime/stages.py", "from .scheduler import compress_iter\n"),         # a cycle through the layers
 ])
 def test_planted_upward_import_fails(tmp_path, plant, what):
     tree = _copy(tmp_path)
@@ -64,7 +64,7 @@ def test_planted_upward_import_fails(tmp_path, plant, what):
 ])
 def test_planted_private_use_fails(tmp_path, what, rule):
     tree = _copy(tmp_path)
-    with open(tree / "engine" / "scheduler.py", "a") as f:
+    with open(tree / "engine" / "runtime" / "scheduler.py", "a") as f:
         f.write(what)
     _, names = _check(tree)
     assert names.returncode != 0 and rule in names.stdout, names.stdout

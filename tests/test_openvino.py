@@ -19,7 +19,7 @@ import engine  # noqa: E402
 from engine import build as B  # noqa: E402
 from engine.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL, resolve  # noqa: E402
 from engine.runners import make_runner, runner_precision  # noqa: E402
-from engine.runners.base import ArtifactMismatch, BackendUnavailable  # noqa: E402
+from engine.errors import ArtifactMismatch, BackendUnavailable  # noqa: E402
 from engine.runners.ort_runner import OrtRunner  # noqa: E402
 from engine.runners import ov_runner  # noqa: E402
 from engine.runners.ov_runner import OvRunner, net_precisions  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import engine
-from engine import executors as ex
+from engine.runtime import executors as ex
 from engine import tiling
 from engine.model import CONFIGS, CodecNet
 from engine.timing import StageTimer

@@ -1,4 +1,4 @@
-"""The CUDA stream executor (engine/executors.py) under the batch APIs, on a real GPU.
+"""The CUDA stream executor (engine/runtime/executors.py) under the batch APIs, on a real GPU.
 
 Skipped without CUDA (this repository's CI has none: the pipeline is unverified
 there).  On a GPU machine:
@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import engine
-from engine import executors as ex
+from engine.runtime import executors as ex
 from engine.timing import StageTimer
 
 pytestmark = [

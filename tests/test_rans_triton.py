@@ -1,5 +1,5 @@
 """The Triton entropy coder of bitstream v2 (kernels/rans_triton.py) against the native
-coder (native/rans.cpp) and its numpy spec (engine/lanes_reference.py): the same bytes
+coder (native/rans.cpp) and its numpy spec (engine/format/lanes_reference.py): the same bytes
 lane for lane, the same decoded bits, corrupt lanes refused.
 
 On the CPU the kernels run in the Triton interpreter (tests/conftest.py sets
@@ -14,8 +14,9 @@ import pytest
 import torch
 
 import engine
-from engine import bitstream, lanes, lanes_reference, stages
-from engine.entropy import Tables
+from engine.runtime import stages
+from engine.format import bitstream, lanes, lanes_reference
+from engine.format.context_coder import Tables
 from engine.model import ModelConfig
 from kernels import pack_triton, reference
 from test_lanes import body_of, extreme_tables, masked, packed_of, random_case, random_tables
@@ -189,7 +190,7 @@ def test_shipped_model_codes_of_kodak_crops(device, size):
 
 
 def stages_lane():
-    from engine.executors import Lane
+    from engine.runtime.executors import Lane
     return Lane("cpu")
 
 

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 import engine
-from engine import bitstream, importance, roi
+from engine import importance, roi
+from engine.format import bitstream
 from engine.__main__ import main
 from engine.errors import ImageError
 
@@ -290,7 +291,7 @@ def test_effort_one_on_a_tiny_image(tiny_root):
 def test_search_starts_from_the_boosted_map_and_weighs_the_region(tiny_root, monkeypatch):
     from engine import search as S
     from engine.planes import preprocess
-    from engine.stages import searcher
+    from engine.runtime.stages import searcher
     codec = _codec(tiny_root, quality=2)
     srch = searcher(codec.rung)
     img = _img(5, (24, 32, 3))

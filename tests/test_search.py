@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import engine
-from engine import bitstream, checkpoint, entropy
+from engine import checkpoint
+from engine.format import bitstream, context_coder as entropy
 from engine.planes import preprocess
 from engine.eval import psnr_rgb
 from engine import search as S

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import engine
-from engine import bitstream
+from engine.format import bitstream
 from engine.errors import ImageError, TargetSizeError
 
 QS = (1, 2, 3)     # the tiny model's ladder (tests/conftest.py)

@@ -13,9 +13,11 @@ binarize, pack) is not part of a runner: it lives in :mod:`kernels`.
 """
 from __future__ import annotations
 
-from .base import Runner, BackendUnavailable, ArtifactMismatch  # noqa: F401
+from .. import settings
+from ..errors import ArtifactMismatch, BackendUnavailable  # noqa: F401 - the runners' errors, importable here
+from .base import Runner  # noqa: F401
 
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
+BACKENDS = settings.CHOICES["backend"]
 
 
 def runner_precision(backend: str, precision: str | None) -> str:

@@ -3,27 +3,39 @@ from __future__ import annotations
 import torch
 
 
-class BackendUnavailable(RuntimeError):
-    """The requested backend (or its artifacts) is not available on this machine."""
-
-
-class ArtifactMismatch(BackendUnavailable):
-    """Build artifacts exist but do not belong to the checkpoint (or options) asked for.
-
-    Raised instead of silently running stale ONNX graphs / TensorRT engines; the
-    message carries the ``python -m engine.build ...`` command that rebuilds them.
-    """
-
-
 class Runner:
+    """A backend behind one interface, as Polygraphy's BaseRunner: ``encode`` /
+    ``decode``, a lifecycle (``close()``, or a ``with`` block), and capabilities
+    declared here rather than probed: ``precision`` (what the networks run in, once
+    resolved) and ``profiles`` (the shapes a TensorRT build accepts: ``{net: {input:
+    {"min", "opt", "max"}}}``; None where any shape runs, engine/tiling.py and
+    engine/runtime/executors.py read it)."""
     name = "base"
     device: torch.device
+    precision: str | None = None
+    profiles: dict | None = None
+    closed = False
 
     def encode(self, ycc: torch.Tensor):
         raise NotImplementedError
 
     def decode(self, bits: torch.Tensor, levels: torch.Tensor, cbits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _release(self) -> None:
+        """Drop the backend's sessions, engines or networks (each runner says which)."""
+
+    def close(self) -> None:
+        """Free what the runner holds; a closed runner does not run again.  Safe to call twice."""
+        if not self.closed:
+            self._release()
+            self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class GraphRunner(Runner):

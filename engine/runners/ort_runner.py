@@ -23,8 +23,10 @@ import os
 import numpy as np
 import torch
 
+from .. import settings
 from ..export import IO_NAMES, check_io_names, output_shapes
-from .base import BackendUnavailable, GraphRunner
+from ..errors import BackendUnavailable
+from .base import GraphRunner
 
 CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
@@ -64,7 +66,7 @@ def choose_providers(device: str | None, providers, available, cuda_visible: boo
     return dev, [CPU_EP]
 
 
-SPIN_MODES = ("off", "on")
+SPIN_MODES = settings.CHOICES["ort_spin"]
 SHRINK_PIXELS = 1 << 21     # runs on images of this many pixels or more release their arena memory at the end
 
 
@@ -98,7 +100,7 @@ class OrtRunner(GraphRunner):
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
-        self.spin = spin_mode(os.environ.get("ENGINE_ORT_SPIN", "off") if spin is None else spin)
+        self.spin = spin_mode(settings.env("ENGINE_ORT_SPIN", "off") if spin is None else spin)
         so.add_session_config_entry("session.intra_op.allow_spinning", "0" if self.spin == "off" else "1")
         self.sessions = {}
         for net in IO_NAMES:
@@ -110,6 +112,9 @@ class OrtRunner(GraphRunner):
         self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     # -- execution ---------------------------------------------------------
+    def _release(self) -> None:
+        self.sessions.clear()
+
     def _run(self, net: str, inputs: tuple[torch.Tensor, ...]):
         in_names, out_names = IO_NAMES[net]
         xs = [x.detach().to(self.device, torch.float32).contiguous() for x in inputs]

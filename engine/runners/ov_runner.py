@@ -47,7 +47,8 @@ import numpy as np
 import torch
 
 from ..export import IO_NAMES, check_io_names, output_shapes
-from .base import BackendUnavailable, GraphRunner
+from ..errors import BackendUnavailable
+from .base import GraphRunner
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # precision="auto" on a CPU with bf16 matrix units: each network's inference precision.
@@ -131,6 +132,10 @@ class OvRunner(GraphRunner):
         self.precision = precision_label(per_net)
         self.version = ov.get_version()
         self._local = threading.local()
+
+    def _release(self) -> None:
+        self.compiled.clear()
+        self._local = threading.local()     # the infer requests hold the compiled models
 
     def _request(self, net: str):
         reqs = getattr(self._local, "requests", None)

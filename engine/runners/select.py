@@ -31,7 +31,7 @@ import warnings
 
 import torch
 
-from .base import ArtifactMismatch, BackendUnavailable
+from ..errors import ArtifactMismatch, BackendUnavailable
 
 
 def _ort_ready(device: str | None) -> bool:

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import torch
 
+from .. import settings
 from ..checkpoint import load_net
 from .base import Runner
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-COMPILE_MODES = ("off", "default", "reduce-overhead")
+COMPILE_MODES = settings.CHOICES["compile"]
 
 
 class TorchRunner(Runner):
@@ -51,6 +52,9 @@ class TorchRunner(Runner):
         if compile != "off":
             self._encoder = torch.compile(self.net.encoder, mode=compile, dynamic=False)
             self._decoder = torch.compile(self.net.decoder, mode=compile, dynamic=False)
+
+    def _release(self) -> None:
+        self.net = self._encoder = self._decoder = None
 
     @torch.inference_mode()
     def encode(self, ycc):

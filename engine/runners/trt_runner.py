@@ -23,7 +23,8 @@ import torch
 from ..export import IO_NAMES, check_io_names, check_shape_in_profile, output_shapes
 from ..trt_build import (TRT_NO_CUDA, deserialize_engine, engine_io, import_tensorrt, tensorrt_environment,
                          torch_dtype_name)
-from .base import BackendUnavailable, GraphRunner
+from ..errors import BackendUnavailable
+from .base import GraphRunner
 
 
 class TrtRunner(GraphRunner):
@@ -59,6 +60,11 @@ class TrtRunner(GraphRunner):
                                      for n in ins + outs}
         self._contexts: dict[tuple[str, int], object] = {}
         self._lock = threading.Lock()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._contexts.clear()          # contexts before the engines they were made from
+            self._engines.clear()
 
     def _context(self, net: str, stream: torch.cuda.Stream):
         key = (net, stream.cuda_stream)

@@ -21,7 +21,7 @@ Version 1::
     37+k   4     CRC-32 (zlib) of the three sections
     41+k   ...   map section | Y-code section | CbCr-code section (nothing after)
 
-Version 2 (entropy mode 2, rANS lanes: engine/lanes.py)::
+Version 2 (entropy mode 2, rANS lanes: engine/format/lanes.py)::
 
     offset size  field
     0      9+k   as version 1, with version 2 and entropy mode 2
@@ -46,10 +46,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BitstreamError
-from .imageio import COLOR_GRAY, COLOR_RGB, check_size
+from ..errors import BitstreamError
+from ..imageio import COLOR_GRAY, COLOR_RGB, check_size
+from . import MAGIC
 
-MAGIC = b"HNLC"
 VERSION = 1          # raw and context files
 VERSION_LANES = 2    # rANS-lane files
 VERSIONS = (VERSION, VERSION_LANES)

@@ -18,7 +18,7 @@ one rANS stream coding, in this order:
 3. for colour images, the CbCr codes of the lane's half-size rectangle, the same way
    with every channel kept and q = 0 (table ``c``).
 
-These are version 1's contexts and tables (engine/entropy.py), except that a
+These are version 1's contexts and tables (engine/format/context_coder.py), except that a
 neighbour across a lane border counts as outside, so each lane decodes alone.
 
 rANS: state x in [2^16, 2^32), 16-bit words, probabilities out of 2^16.  Encoding
@@ -37,9 +37,9 @@ import struct
 
 import numpy as np
 
-from .errors import BitstreamError
+from ..errors import BitstreamError
 
-# ``tables`` below is an engine.entropy.Tables (map, y, c arrays); not imported, so
+# ``tables`` below is an engine.format.context_coder.Tables (map, y, c arrays); not imported, so
 # this module stays at the bottom layer with the other format definitions.
 
 ONE = 1 << 16

@@ -3,7 +3,7 @@ each a rANS stream with version 1's contexts (docs/bitstream.md, "Version 2").
 
 The coder is native (native/rans.cpp, built by ``pip install -e .`` as
 ``engine.rans_native``): one call codes a batch of images with threads across
-lanes and images, the GIL released.  ``engine/lanes_reference.py`` is its spec in
+lanes and images, the GIL released.  ``engine/format/lanes_reference.py`` is its spec in
 numpy; when the extension is missing (a source tree that was never installed) the
 reference runs instead, with a warning, byte for byte the same and much slower.
 
@@ -27,7 +27,6 @@ bytes); ``auto`` takes triton when the networks run on CUDA and Triton is instal
 from __future__ import annotations
 
 import importlib.util
-import os
 import threading
 import warnings
 from typing import TYPE_CHECKING
@@ -35,13 +34,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import lanes_reference
-from .errors import BitstreamError
+from .. import settings
+from ..errors import BitstreamError
 
 if TYPE_CHECKING:
-    from .entropy import Tables
+    from .context_coder import Tables
 
 DEFAULT_TILE = 48
-CODERS = ("auto", "native", "triton")
+CODERS = settings.CHOICES["coder"]
 
 _NATIVE = None
 _LOCK = threading.Lock()
@@ -52,7 +52,7 @@ def native():
     """The native module, or None when it is not built (engine/native.py loads it)."""
     global _NATIVE
     if _NATIVE is None:
-        from . import native as native_lib
+        from .. import native as native_lib
         mod = native_lib.load()
         if mod is None:
             warnings.warn("engine.rans_native is not built (pip install -e .): bitstream v2 runs on the "
@@ -133,7 +133,7 @@ def resolve_coder(name: str | None, device) -> str:
     """``coder``/``ENGINE_CODER`` -> "native" or "triton" for networks on ``device``.  An
     unknown name is an error, never a silent fallback; "triton" on the CPU needs the
     Triton interpreter (the kernels say so when they run)."""
-    name = (name or os.environ.get("ENGINE_CODER") or "auto").strip().lower()
+    name = settings.pick(name, "ENGINE_CODER", "auto")
     if name not in CODERS:
         raise ValueError(f"coder/ENGINE_CODER must be one of {CODERS}, got {name!r}")
     if name == "auto":

@@ -1,4 +1,4 @@
-"""Where the CPU stages (serialize, parse: engine/stages.py) run: inline, threads or processes.
+"""Where the CPU stages (serialize, parse: engine/format/registry.py) run: inline, threads or processes.
 
 The entropy coder (numpy + constriction over many small arrays) holds the GIL for
 most of its time, so a thread pool gives about one core's worth of coding however
@@ -34,10 +34,11 @@ import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
-from . import stages
-from .rungs import Codings
+from .. import settings
+from ..format import registry
+from ..rungs import Codings
 
-KINDS = ("auto", "threads", "processes")
+KINDS = settings.CHOICES["entropy_pool"]
 
 
 def spawn_safe() -> bool:
@@ -50,7 +51,7 @@ def spawn_safe() -> bool:
 def resolve_kind(kind: str | None, on_cuda: bool, gil_free: bool = False) -> str:
     """``gil_free``: the coder releases the GIL (bitstream v2's native coder), so
     threads scale and "auto" never spawns processes."""
-    kind = kind or os.environ.get("ENGINE_ENTROPY_POOL", "auto")
+    kind = kind or settings.env("ENGINE_ENTROPY_POOL", "auto")
     if kind not in KINDS:
         raise ValueError(f"entropy pool must be one of {KINDS}, got {kind!r}")
     if kind == "auto":
@@ -80,7 +81,7 @@ class InlinePool:
 
     def __init__(self, codings: Codings, max_pixels: int, lanes_on_device: bool = False):
         self.codings, self.max_pixels, self.timer = codings, max_pixels, None
-        self.lanes_on_device = lanes_on_device     # v2 files: the container only (stages.parse)
+        self.lanes_on_device = lanes_on_device     # v2 files: the container only (registry.parse)
 
     def _call(self, fn, *args) -> Future:
         try:
@@ -89,10 +90,10 @@ class InlinePool:
             return done(exc)
 
     def serialize(self, coding, packed, h: int, w: int, color: int, entropy_mode: int) -> Future:
-        return self._call(stages.serialize, coding, packed, h, w, color, entropy_mode, self.timer)
+        return self._call(registry.serialize, coding, packed, h, w, color, entropy_mode, self.timer)
 
     def parse_here(self, blob: bytes):
-        hdr, _, dec = stages.parse(blob, self.codings.for_header, self.max_pixels, self.timer, self.lanes_on_device)
+        hdr, _, dec = registry.parse(blob, self.codings.for_header, self.max_pixels, self.timer, self.lanes_on_device)
         return hdr, dec
 
     def parse(self, blob: bytes) -> Future:
@@ -112,7 +113,7 @@ class ThreadEntropyPool(InlinePool):
         self._ex = ThreadPoolExecutor(max_workers=workers or default_workers())
 
     def serialize(self, coding, packed, h: int, w: int, color: int, entropy_mode: int) -> Future:
-        return self._ex.submit(stages.serialize, coding, packed, h, w, color, entropy_mode, self.timer)
+        return self._ex.submit(registry.serialize, coding, packed, h, w, color, entropy_mode, self.timer)
 
     def parse(self, blob: bytes) -> Future:
         return self._ex.submit(self.parse_here, blob)
@@ -137,13 +138,13 @@ def _init_worker(model: str, root: str | None, max_pixels: int) -> None:
 
 def _serialize_task(quality: int, packed, h: int, w: int, color: int, entropy_mode: int):
     t0 = time.perf_counter()
-    out = stages.serialize(_CODINGS.get(quality, decode=True), packed, h, w, color, entropy_mode)
+    out = registry.serialize(_CODINGS.get(quality, decode=True), packed, h, w, color, entropy_mode)
     return out, os.getpid(), t0, time.perf_counter()
 
 
 def _parse_task(blob: bytes):
     t0 = time.perf_counter()
-    hdr, _, dec = stages.parse(blob, _CODINGS.for_header, _MAX_PIXELS)
+    hdr, _, dec = registry.parse(blob, _CODINGS.for_header, _MAX_PIXELS)
     return hdr, dec, os.getpid(), t0, time.perf_counter()
 
 

@@ -1,4 +1,4 @@
-"""Executors: where the stages (engine/stages.py) run.  They decide nothing else.
+"""Executors: where the stages (engine/runtime/stages.py) run.  They decide nothing else.
 
 * :class:`InlineExecutor` runs each chunk on the calling thread, on the device's
   current stream, and finishes it before the next one starts: a single image, the
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .timing import stage
+from ..timing import stage
 
 MiB = 2 ** 20
 DEFAULT_STREAMS = 2
@@ -120,7 +120,7 @@ def plan(per_image_bytes: int, n_images: int, budget_bytes: int, max_batch: int 
 
 def runner_max_batch(runner) -> int | None:
     """The largest batch a runner accepts (a TensorRT engine's profile), else None."""
-    prof = getattr(runner, "profiles", None)
+    prof = getattr(runner, "profiles", None)     # declared by every Runner; duck-typed stand-ins may lack it
     try:
         return int(prof["encoder"]["ycc"]["max"][0]) if prof else None
     except (KeyError, TypeError, IndexError):

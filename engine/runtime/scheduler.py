@@ -12,8 +12,8 @@ It owns
   * per-item errors: a failed item yields its exception (or raises it, with
     ``errors="raise"``) and the others go on.
 
-Where the stages run is the executor's business (engine/executors.py), and where the
-CPU stages run the pool's (engine/entropy_pool.py).  Results come out in input order.
+Where the stages run is the executor's business (engine/runtime/executors.py), and where the
+CPU stages run the pool's (engine/runtime/entropy_pool.py).  Results come out in input order.
 An exception object in place of an input is passed through as that item's error
 (the CLI hands over files it could not read this way).
 """
@@ -23,11 +23,13 @@ from collections import defaultdict, deque
 from concurrent.futures import Future
 from typing import Iterable, Iterator
 
-from . import roi, stages
+from .. import roi
+from ..format import registry
+from ..imageio import to_rgb
+from ..planes import padded_size
+from . import stages
 from .entropy_pool import done
 from .executors import runner_max_batch
-from .imageio import to_rgb
-from .planes import padded_size
 
 ERRORS = ("raise", "return")
 _NO_MASK = object()
@@ -110,8 +112,8 @@ class _ChunkSizes:
     """Images per chunk, by bucket key: one when the network runs in tiles, else the
     caller's batch size capped by the runner's profile and by the executor's plan."""
 
-    def __init__(self, opts, executor, batch_size: int, window: int, op: str):
-        self.opts, self.executor, self.batch, self.window, self.op = opts, executor, max(1, int(batch_size)), window, op
+    def __init__(self, settings, executor, batch_size: int, window: int, op: str):
+        self.settings, self.executor, self.batch, self.window, self.op = settings, executor, max(1, int(batch_size)), window, op
         self.net = "encoder" if op == "encode" else "decoder"
         self.sizes: dict[tuple, int] = {}
 
@@ -119,20 +121,20 @@ class _ChunkSizes:
         if key not in self.sizes:
             cap = runner_max_batch(rung.runner)
             batch = min(self.batch, cap) if cap else self.batch
-            tiled = stages.needs_tiles(self.opts, rung, height, width, self.net)
+            tiled = stages.needs_tiles(self.settings, rung, height, width, self.net)
             self.sizes[key] = 1 if tiled else self.executor.batch_for(key, rung.q.config, height, width,
                                                                       self.window, self.op, batch)
         return self.sizes[key]
 
 
-def _start(opts, executor, batch_size: int, errors: str, window: int | None, progress, op: str):
+def _start(settings, executor, batch_size: int, errors: str, window: int | None, progress, op: str):
     """A stream's state: its window, results (the executor reports failures there),
     buckets and chunk sizes."""
     check_errors(errors)
     window = window or default_window(batch_size)
     out = _Results(errors, progress, 2 * window)
     executor.on_error = out.fail
-    return window, out, _Buckets(window), _ChunkSizes(opts, executor, batch_size, window, op)
+    return window, out, _Buckets(window), _ChunkSizes(settings, executor, batch_size, window, op)
 
 
 def _last(buckets: _Buckets, run, executor, out: _Results) -> Iterator:
@@ -143,33 +145,31 @@ def _last(buckets: _Buckets, run, executor, out: _Results) -> Iterator:
     yield from out.drain(block=True)
 
 
-def compress_iter(opts, rung, images: Iterable, executor, pool, batch_size: int = 8, errors: str = "raise",
+def compress_iter(settings, rung, images: Iterable, executor, pool, batch_size: int = 8, errors: str = "raise",
                   window: int | None = None, progress=None, rois=None, roi_boost=None) -> Iterator:
     """Images -> file bytes in input order (or, with ``errors="return"``, the exception
-    in a failed item's place).  ``opts``: the codec's settings (engine/stages.py).
+    in a failed item's place).  ``settings``: the codec's choices for this call (engine/settings.py Settings).
     ``rois``: None, or an iterator of each image's region-of-interest mask (None for
     none; engine/roi.py), boosted by ``roi_boost``; a bad mask is its item's error."""
     mult = rung.q.config.multiple
-    window, out, buckets, chunk_size = _start(opts, executor, batch_size, errors, window, progress, "encode")
+    fmt = registry.for_encode(settings.entropy_mode, settings.coder)
+    window, out, buckets, chunk_size = _start(settings, executor, batch_size, errors, window, progress, "encode")
 
     def run(items: list) -> None:
         def enqueue(lane):
             rgbs = [rgb for _, rgb, _, _ in items]
-            ycc = stages.stage_images(lane, rgbs, mult, stages.lazy_planes(opts, rung, rgbs, mult))
-            bits = stages.encode_chunk(opts, rung, lane, ycc, [r.shape[:2] for r in rgbs],
+            ycc = stages.stage_images(lane, rgbs, mult, stages.lazy_planes(settings, rung, rgbs, mult))
+            bits = stages.encode_chunk(settings, fmt, rung, lane, ycc, [r.shape[:2] for r in rgbs],
                                        [c for _, _, c, _ in items], [b for _, _, _, b in items])
             del ycc
-            host = stages.bits_to_host(lane, bits)
+            host = fmt.to_host(lane, bits)
 
             def finish():
-                coded = host.lanes()
-                if coded is not None:       # entropy-coded on the device: the container only
-                    for (i, rgb, color, _), c in zip(items, coded):
-                        out.put(i, stages.container(rung.coding, c, rgb.shape[0], rgb.shape[1], color, pool.timer))
-                    return
-                for (i, rgb, color, _), pk in zip(items, host.packed()):
-                    out.put(i, pool.serialize(rung.coding, pk, rgb.shape[0], rgb.shape[1], color,
-                                              opts.entropy_mode))
+                for (i, rgb, color, _), rec in zip(items, host.records()):
+                    h, w = rgb.shape[:2]
+                    # CPU entropy coding goes to the pool; a device coder's container is written here
+                    out.put(i, pool.serialize(rung.coding, rec, h, w, color, settings.entropy_mode) if fmt.host_entropy
+                            else fmt.serialize(rung.coding, rec, h, w, color, pool.timer))
             return finish
         executor.submit([i for i, _, _, _ in items], enqueue)
 
@@ -184,7 +184,7 @@ def compress_iter(opts, rung, images: Iterable, executor, pool, batch_size: int 
             try:
                 if isinstance(img, BaseException):     # the caller's own error for this item (a read failed)
                     raise img
-                rgb, color = to_rgb(img, opts.max_pixels)
+                rgb, color = to_rgb(img, settings.max_pixels)
                 if isinstance(mask, BaseException):    # the caller's own error for this item's mask
                     raise mask
                 boost = roi.prepare(mask, roi_boost, *rgb.shape[:2])
@@ -201,18 +201,18 @@ def compress_iter(opts, rung, images: Iterable, executor, pool, batch_size: int 
         executor.close()
 
 
-def decompress_iter(opts, rungs, blobs: Iterable, executor, pool, batch_size: int = 8, errors: str = "raise",
+def decompress_iter(settings, rungs, blobs: Iterable, executor, pool, batch_size: int = 8, errors: str = "raise",
                     window: int | None = None, progress=None) -> Iterator:
     """File bytes -> (h, w, 3) uint8 arrays in input order (or exceptions).  Parses run
     in the pool up to ``window`` files ahead of the network."""
-    window, out, buckets, chunk_size = _start(opts, executor, batch_size, errors, window, progress, "decode")
+    window, out, buckets, chunk_size = _start(settings, executor, batch_size, errors, window, progress, "decode")
 
     def run(items: list) -> None:
         rung = items[0][2]
 
         def enqueue(lane):
-            lv, bits, cbits, errors = stages.latents_to_device(opts, rung, lane, [d for _, _, _, d in items])
-            images = stages.decode_images(opts, rung, lane, lv, bits, cbits, [h for _, h, _, _ in items])
+            lv, bits, cbits, errors = stages.latents_to_device(settings, rung, lane, [(h, d) for _, h, _, d in items])
+            images = stages.decode_images(settings, rung, lane, lv, bits, cbits, [h for _, h, _, _ in items])
             del lv, bits, cbits
             views = stages.images_to_host(lane, images)
             del images

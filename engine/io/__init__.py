@@ -1,0 +1,1 @@
+"""The engine's input and output below the codec: atomic file writes."""

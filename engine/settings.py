@@ -1,0 +1,83 @@
+"""Settings: the one module that reads ``ENGINE_*`` environment variables, the
+registry of every named choice, and the frozen per-call choices the stages read.
+
+* :data:`ENV`: every variable the engine reads, and what it sets.  :func:`env` refuses
+  a name that is not here, so a new knob is registered (and documented) before use.
+  Variables are read when a setting is resolved (a Codec, a runner, a build), never at
+  import, so a process (or a test) may set them late.
+* :data:`CHOICES`: each named choice's values, as CompressAI's
+  ``available_entropy_coders()`` lists its coders; the CLI's ``choices=``, the Codec's
+  checks and the resolvers all read them from here.
+* :class:`Settings`: what a Codec resolved for its calls (kernels, entropy mode,
+  coder, effort, tiles, pixel limit); the scheduler and the stages read only this.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+ENV = {
+    "ENGINE_KERNELS": "the bit path: auto | torch | triton",
+    "ENGINE_CODER": "bitstream v2's entropy coder: auto | native | triton",
+    "ENGINE_PRECISION": "the networks' precision: auto | fp32 | fp16 | bf16",
+    "ENGINE_TORCH_COMPILE": "torch.compile for the torch backend: off | default | reduce-overhead",
+    "ENGINE_ENTROPY_POOL": "where the batch APIs entropy-code: auto | threads | processes",
+    "ENGINE_TILE_PIXELS": "tile the networks above this many padded pixels (0: never)",
+    "ENGINE_TILE_SIZE": "the core tile side in pixels, a multiple of 16",
+    "ENGINE_MAX_PIXELS": "the largest image (and file) in pixels",
+    "ENGINE_BUILD_DIR": "where the build artifacts (ONNX, TensorRT engines, OpenVINO IR) live",
+    "ENGINE_ORT_SPIN": "ONNX Runtime's spinning intra-op threads: off | on",
+    "ENGINE_CPU_BF16": "override the detection of the CPU's bf16 matrix units: 0 | 1",
+    "ENGINE_NATIVE_PIXELS": "0: the torch pixel conversions instead of native/pixels.cpp",
+}
+
+CHOICES = {
+    "backend": ("auto", "torch", "onnxruntime", "openvino", "tensorrt"),
+    "kernels": ("auto", "torch", "triton"),
+    "coder": ("auto", "native", "triton"),
+    "precision": ("auto", "fp32", "fp16", "bf16"),
+    "compile": ("off", "default", "reduce-overhead"),
+    "entropy_pool": ("auto", "threads", "processes"),
+    "entropy": ("rans", "context", "none"),         # the CLI's names; "raw" is "none"'s other name
+    "ort_spin": ("off", "on"),
+}
+
+# The tile settings' defaults (engine/tiling.py says why these sizes).
+DEFAULT_TILE_PIXELS = 2 * 2048 * 2048
+DEFAULT_TILE_SIZE = 2048
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """The variable's value, else ``default``; only registered names are read."""
+    if name not in ENV:
+        raise KeyError(f"{name} is not an engine setting (engine/settings.py ENV)")
+    return os.environ.get(name, default)
+
+
+def pick(value: str | None, name: str, default: str) -> str:
+    """A named choice: the argument, else the variable, else ``default``, lower-cased."""
+    return (value or env(name) or default).strip().lower()
+
+
+def tile_pixels_setting(value: int | None = None) -> int:
+    return int(env("ENGINE_TILE_PIXELS", DEFAULT_TILE_PIXELS) if value is None else value)
+
+
+def tile_size_setting(value: int | None = None) -> int:
+    return int(env("ENGINE_TILE_SIZE", DEFAULT_TILE_SIZE) if value is None else value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One codec's resolved choices for its calls; a call that changes one (a target
+    size search's effort) gets a copy through :meth:`with_`."""
+    kernels: str
+    entropy_mode: int
+    coder: str              # "native" or "triton": which format writes and reads version 2
+    effort: int
+    tile_pixels: int
+    tile_size: int
+    max_pixels: int
+
+    def with_(self, **changes) -> Settings:
+        return replace(self, **changes)
