@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file
 
-from . import entropy, importance
+from . import importance
+from .format import context_coder
 from .checkpoint import CHECKPOINT_DIR, write_model_dir
 from .planes import postprocess, preprocess
 from .data import load_rgb
@@ -92,7 +93,7 @@ def main(argv=None):
     for _, out in encode_samples(net, fit_paths, biases):
         for b in biases:
             samples[b].append(out[b])
-    tables = {b: entropy.fit(samples[b], cfg.n, cfg.levels, cfg.m) for b in biases}
+    tables = {b: context_coder.fit(samples[b], cfg.n, cfg.levels, cfg.m) for b in biases}
     print(f"fitted tables on {len(fit_paths)} training images in {time.time() - t0:.0f}s", flush=True)
 
     # Rates (raw and context-coded payload bits) and PSNR-RGB on the held-out
@@ -111,10 +112,10 @@ def main(argv=None):
             report[b]["sse"] += float(((dec.astype(np.float64) - rgb) ** 2).sum())
             if min(h, w) >= MS_SSIM_MIN_SIDE:   # MS-SSIM per image, as engine.eval averages it
                 report[b]["ms"].append(float(ms_ssim(_unit(dec), _unit(rgb))[0]))
-            raw = (len(entropy.pack_map_raw(lv, cfg.levels))
+            raw = (len(context_coder.pack_map_raw(lv, cfg.levels))
                    + (reference.expected_ybits(lv, cfg.n, cfg.levels) + 7) // 8 + (cd.size + 7) // 8)
-            ms = entropy.encode_map(lv, cfg.levels, tables[b])
-            ys, cs = entropy.encode_codes(lv, yd, cd, cfg.n, cfg.levels, tables[b])
+            ms = context_coder.encode_map(lv, cfg.levels, tables[b])
+            ys, cs = context_coder.encode_codes(lv, yd, cd, cfg.n, cfg.levels, tables[b])
             report[b]["raw"] += raw * 8
             report[b]["ctx"] += (len(ms) + len(ys) + len(cs)) * 8
     ladder = {}
