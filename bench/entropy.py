@@ -63,7 +63,7 @@ def main(argv=None) -> dict:
     from engine.format import bitstream, lanes, registry
     from engine.data import list_images, load_rgb
     from engine.eval import machine
-    from engine.planes import padded_size
+    from engine.io.planes import padded_size
 
     torch.set_num_threads(1)
     paths = list_images(args.data)[: args.limit or None]

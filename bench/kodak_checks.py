@@ -23,7 +23,7 @@ from engine import importance
 from engine.checkpoint import DEFAULT_MODEL, qualities, resolve
 from engine.format import registry
 from engine.format.base import bitpath
-from engine.planes import postprocess, preprocess
+from engine.io.planes import postprocess, preprocess
 from engine.data import list_images, load_rgb
 from engine.eval import machine
 from engine.runners import make_runner

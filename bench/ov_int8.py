@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     from engine.checkpoint import DEFAULT_MODEL, qualities
     from engine.cpu import describe
     from engine.data import list_images, load_rgb, split
-    from engine.planes import preprocess
+    from engine.io.planes import preprocess
 
     model = args.model or DEFAULT_MODEL
     train, val = split(list_images(args.data), 20)

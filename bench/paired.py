@@ -59,7 +59,7 @@ def main(argv=None) -> dict:
 
     import engine
     from engine.build import build_quality
-    from engine.planes import preprocess
+    from engine.io.planes import preprocess
     from engine.runners.ort_runner import OrtRunner
     from engine.runners.torch_runner import TorchRunner
     from kernels import reference

@@ -66,8 +66,8 @@ def bomb_file(codec, h: int, w: int) -> bytes:
     import numpy as np
 
     from engine.format import registry
-    from engine.imageio import COLOR_RGB
-    from engine.planes import padded_size
+    from engine.io.imageio import COLOR_RGB
+    from engine.io.planes import padded_size
     from kernels.reference import Packed
 
     cfg = codec.config

@@ -28,7 +28,7 @@ VARIANTS = ("fp32", "bf16")
 
 def make_step(cfg, variant: str, batch: torch.Tensor):
     """A closure running one training step of a fresh copy of the network."""
-    from engine.color import rgb_to_ycbcr
+    from engine.io.color import rgb_to_ycbcr
     from engine.model import CodecNet
 
     torch.manual_seed(0)

@@ -171,7 +171,7 @@ def _png(rgb, source: str = "", sha: str = "") -> bytes:
 
 
 def _sha256(path: Path) -> str | None:
-    from .imageio import open_regular
+    from .io.imageio import open_regular
     try:
         with open_regular(path) as f:
             return hashlib.sha256(f.read()).hexdigest()
@@ -184,7 +184,7 @@ def _written_by_codec(dst: Path, comp: bool) -> tuple[bool, str | None]:
     Anything unreadable or unrecognised counts as not written by the codec (a file
     that starts with HNLC but has no valid header, too)."""
     from .format.bitstream import HEADER_MAX, peek
-    from .imageio import MAX_SIDE, open_regular
+    from .io.imageio import MAX_SIDE, open_regular
     try:
         with open_regular(dst) as f:
             if comp:
@@ -205,7 +205,7 @@ def _record_path(out: Path, name: str) -> Path:
 def _read_record(out: Path, name: str) -> dict | None:
     import json
 
-    from .imageio import open_regular
+    from .io.imageio import open_regular
     try:
         with open_regular(_record_path(out, name)) as f:
             rec = json.loads(f.read(1 << 16))
@@ -312,7 +312,7 @@ def run(args) -> int:
     from .checkpoint import DEFAULT_MODEL, model_channels, model_fingerprint, model_for
     from .io.atomic import atomic_write_bytes, stale_temps
     from .errors import EngineError
-    from .imageio import max_pixels_setting, open_regular
+    from .io.imageio import max_pixels_setting, open_regular
 
     model = model_for(getattr(args, "metric", None), args.model, args.model_dir) if args.cmd == "compress" else None
     kw = dict(model=model or args.model or DEFAULT_MODEL, backend=args.backend, kernels=args.kernels,
@@ -477,7 +477,7 @@ def _destination(out_arg: str, inputs: list[str], files: list[Path], comp: bool)
 def _size_of(data: bytes) -> tuple[int, int]:
     """A file's (width, height), from its header."""
     from .format.bitstream import peek
-    from .imageio import MAX_SIDE
+    from .io.imageio import MAX_SIDE
     hdr = peek(data, MAX_SIDE * MAX_SIDE)
     return hdr.width, hdr.height
 

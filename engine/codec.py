@@ -19,13 +19,14 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import checkpoint, target, tiling
+from . import checkpoint, target
+from .io import tiling
 from .format import bitstream, lanes, registry
 from . import roi as roi_mod     # the name roi is the compress calls' argument
 from .runtime import entropy_pool as entropy_pools, scheduler     # the name entropy_pool is the constructor's argument
 from .errors import BitstreamError
 from .runtime.executors import CUDA, InlineExecutor, StreamExecutor
-from .imageio import COLOR_GRAY, check_batch, max_pixels_setting, to_rgb
+from .io.imageio import COLOR_GRAY, check_batch, max_pixels_setting, to_rgb
 from .rungs import Rungs
 from .settings import Settings, tile_pixels_setting, tile_size_setting
 from .runners import BackendUnavailable
@@ -47,10 +48,10 @@ class Codec:
     entropy   "rans" (default: bitstream v2, rANS lanes, the native coder: engine/format/lanes.py)
               | "context" (version 1's range coder, kept for old readers and comparisons)
               | "none" (raw packing, version 1).  Every mode's files decode.
-    tile_pixels  run the networks in tiles (engine/tiling.py) when the padded image has
+    tile_pixels  run the networks in tiles (engine/io/tiling.py) when the padded image has
               more pixels than this, or a side longer than a TensorRT profile allows;
               0 never tiles (default ENGINE_TILE_PIXELS, ~8.4 MP).
-              Tiled and untiled runs give the same bytes (see engine/tiling.py).
+              Tiled and untiled runs give the same bytes (see engine/io/tiling.py).
     tile_size core tile side in pixels, a multiple of 16 (default ENGINE_TILE_SIZE, 2048)
     effort    0 (default: the one-pass encoder) .. 9: search each image's codes with the
               decoder fixed (engine/search.py); each step up is slower and better.  The

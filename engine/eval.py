@@ -3,7 +3,7 @@
 For each image and quality: real file bytes -> bpp = bytes * 8 / pixels, PSNR-RGB
 and MS-SSIM-RGB on 8-bit images (as CompressAI), the mean CIEDE2000 colour
 difference (scikit-image), the PSNR of the Y, Cb and Cr planes (BT.601 full range,
-engine/color.py's matrix), encode/decode seconds.  In the same run: Pillow JPEG,
+engine/io/color.py's matrix), encode/decode seconds.  In the same run: Pillow JPEG,
 WebP and JPEG2000 across their quality settings on the same images, a plot of
 everything with the published anchors, and two comparisons with each baseline:
 its curve interpolated at our mean bpp, and the stricter per-image match (each
@@ -72,7 +72,7 @@ def ms_ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
 
 def ycbcr(rgb: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 RGB -> float32 Y, Cb, Cr on the 0..255 scale, unrounded (the codec's own matrix)."""
-    from .color import RGB2YCC
+    from .io.color import RGB2YCC
     m = RGB2YCC.numpy().astype(np.float32)
     return rgb.astype(np.float32) @ m.T + np.array([0, 128, 128], np.float32)
 

@@ -26,7 +26,7 @@ def describe(data: bytes, codings=None, max_pixels: int | None = None) -> dict:
     from . import rungs
     from .format import bitstream
     from .errors import BitstreamError
-    from .imageio import COLOR_GRAY, max_pixels_setting
+    from .io.imageio import COLOR_GRAY, max_pixels_setting
 
     hdr, body = bitstream.read(data, max_pixels_setting(max_pixels))
     head = bitstream.header_length(hdr)
@@ -92,7 +92,7 @@ def run(args) -> int:
     from .format.bitstream import read_file
     from .checkpoint import model_channels
     from .errors import EngineError
-    from .imageio import max_pixels_setting, open_regular
+    from .io.imageio import max_pixels_setting, open_regular
     from .rungs import Codings
 
     max_pixels = max_pixels_setting(args.max_pixels, "--max-pixels")

@@ -78,7 +78,7 @@ def codec_for(decode: bool = False, **setting):
 
 
 def max_pixels() -> int:
-    from .imageio import max_pixels_setting
+    from .io.imageio import max_pixels_setting
     return max_pixels_setting(_options.get("max_pixels"))
 
 
@@ -117,7 +117,7 @@ class HnlcImageFile(ImageFile.ImageFile):
     def _open(self) -> None:
         from .format.bitstream import HEADER_MAX, peek
         from .errors import BitstreamError
-        from .imageio import COLOR_GRAY, MAX_SIDE, check_size
+        from .io.imageio import COLOR_GRAY, MAX_SIDE, check_size
 
         try:       # not identifiable as HNLC: SyntaxError, so Pillow tries its other formats
             hdr = peek(self.fp.read(HEADER_MAX), MAX_SIDE * MAX_SIDE)

@@ -102,7 +102,7 @@ def _array(mask) -> np.ndarray:
     """A mask as given -> a bool (mask) or float32 (boost map) HxW array, checked."""
     from PIL import Image
     if isinstance(mask, (str, os.PathLike)):
-        from .imageio import open_regular
+        from .io.imageio import open_regular
         try:
             with open_regular(mask) as f, Image.open(f) as im:
                 im.load()

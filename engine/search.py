@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from . import importance
 from .format import context_coder
 from . import roi as roi_mod     # the name roi is run()'s argument
-from .color import ycbcr_to_rgb
+from .io.color import ycbcr_to_rgb
 from .model import CodecNet, binarize
 
 MAX_EFFORT = 9

@@ -42,7 +42,7 @@ CHOICES = {
     "ort_spin": ("off", "on"),
 }
 
-# The tile settings' defaults (engine/tiling.py says why these sizes).
+# The tile settings' defaults (engine/io/tiling.py says why these sizes).
 DEFAULT_TILE_PIXELS = 2 * 2048 * 2048
 DEFAULT_TILE_SIZE = 2048
 

@@ -22,7 +22,7 @@ from safetensors.numpy import save_file
 from . import importance
 from .format import context_coder
 from .checkpoint import CHECKPOINT_DIR, write_model_dir
-from .planes import postprocess, preprocess
+from .io.planes import postprocess, preprocess
 from .data import load_rgb
 from .model import CodecNet, ModelConfig
 from .search import MS_SSIM_MIN_SIDE, ms_ssim

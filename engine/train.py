@@ -24,7 +24,7 @@ import torch
 
 from . import cpu
 from .checkpoint import save_weights
-from .color import rgb_to_ycbcr
+from .io.color import rgb_to_ycbcr
 from .data import ColourMixSampler, CropSampler, DeviceCropSampler, list_images, load_split, split
 from .model import CONFIGS, CodecNet, n_params, widen_state_dict
 
@@ -51,7 +51,7 @@ def loss_fn(net, rec, ycc, m, m0, args, lam):
         # flat colours right, where MS-SSIM is blind to a uniform shift of hue.
         from pytorch_msssim import ms_ssim
 
-        from .color import ycbcr_to_rgb
+        from .io.color import ycbcr_to_rgb
         w = [x / sum(MSSSIM_WEIGHTS) for x in MSSSIM_WEIGHTS]
         # win 7 (not 11): pytorch_msssim asks for a side > (win - 1) * 16, and patches are 128
         ms = ms_ssim(ycbcr_to_rgb(rec).clamp(0, 1), ycbcr_to_rgb(ycc).clamp(0, 1), data_range=1.0, weights=w,
@@ -60,7 +60,7 @@ def loss_fn(net, rec, ycc, m, m0, args, lam):
     if args.delta_e:
         # ΔE76 in CIELAB (mean over pixels): a colour term in the units people see, where
         # YCbCr MSE weighs a saturated colour's hue shift no more than a grey's
-        from .color import rgb_to_lab, ycbcr_to_rgb
+        from .io.color import rgb_to_lab, ycbcr_to_rgb
         lab = rgb_to_lab(ycbcr_to_rgb(rec)) - rgb_to_lab(ycbcr_to_rgb(ycc))
         dist = dist + args.delta_e * (lab.square().sum(1) + 1e-6).sqrt().mean()
     rate = net.rate_bpp(m)
@@ -113,7 +113,7 @@ class Validator:
 
     @torch.no_grad()
     def __call__(self, net, amp: bool) -> dict:
-        from .color import ycbcr_to_rgb
+        from .io.color import ycbcr_to_rgb
         try:        # the eval extra; a perceptual run is judged by it too
             from pytorch_msssim import ms_ssim
         except ImportError:

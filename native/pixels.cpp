@@ -1,7 +1,7 @@
 // Pixels <-> padded YCbCr planes on the CPU, in one pass each, with exactly the values
-// of engine/planes.py's torch ops (engine/planes.py says when this path runs).
+// of engine/io/planes.py's torch ops (engine/io/planes.py says when this path runs).
 //
-// torch computes the colour matrix (engine/color.py, an einsum over the 3 channels) as
+// torch computes the colour matrix (engine/io/color.py, an einsum over the 3 channels) as
 // a chain of fused multiply-adds in channel order: t = m0*x0; t = fma(m1, x1, t);
 // t = fma(m2, x2, t).  This file does the same with the same float32 inputs, handed in
 // from Python (the 256 values of u8 / 255, the matrix, the offsets), so that nothing
@@ -182,8 +182,8 @@ void planes_to_rgb(F32Planes src, U8ImageOut dst, F32Vec mat, F32Vec off, bool g
 void register_pixels(nb::module_& mod) {
     mod.def("rgb_to_planes", &rgb_to_planes, nb::arg("src"), nb::arg("dst"), nb::arg("lut"), nb::arg("mat"),
             nb::arg("off"), nb::arg("threads") = 1,
-            "(h, w, 3) uint8 RGB -> (3, H, W) float32 YCbCr planes, replicate-padded (engine/planes.py)");
+            "(h, w, 3) uint8 RGB -> (3, H, W) float32 YCbCr planes, replicate-padded (engine/io/planes.py)");
     mod.def("planes_to_rgb", &planes_to_rgb, nb::arg("src"), nb::arg("dst"), nb::arg("mat"), nb::arg("off"),
             nb::arg("gray") = false, nb::arg("threads") = 1,
-            "(3, H, W) float32 YCbCr planes -> (h, w, 3) uint8 RGB, cropped, clamped, rounded (engine/planes.py)");
+            "(3, H, W) float32 YCbCr planes -> (h, w, 3) uint8 RGB, cropped, clamped, rounded (engine/io/planes.py)");
 }

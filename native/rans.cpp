@@ -523,11 +523,11 @@ private:
 
 }  // namespace
 
-void register_pixels(nb::module_& mod);   // native/pixels.cpp: engine/planes.py's conversions
+void register_pixels(nb::module_& mod);   // native/pixels.cpp: engine/io/planes.py's conversions
 
 NB_MODULE(rans_native, mod) {
     mod.doc() = "Bitstream v2 lanes: a static-context rANS coder (engine/lanes_reference.py is its spec); "
-                "and engine/planes.py's pixel conversions (native/pixels.cpp)";
+                "and engine/io/planes.py's pixel conversions (native/pixels.cpp)";
     register_pixels(mod);
     nb::class_<Coder>(mod, "Coder")
         .def(nb::init<int, int, int, nb::ndarray<const uint32_t, nb::c_contig, nb::device::cpu>,

@@ -35,7 +35,7 @@ def _plain_round_trip(codec, img):
     """The oracle: the plain pieces composed by hand -- planes, runner, reference bit
     path, runner, planes -- with no stages, scheduler, executor or entropy coder."""
     from kernels import reference
-    from engine.planes import postprocess, preprocess
+    from engine.io.planes import postprocess, preprocess
     cfg = codec.config
     e, p, ec = codec.runner.encode(preprocess(img, cfg.multiple))
     lv, bits, cbits = reference.unpack(reference.pack(e, p, ec, cfg.n, cfg.levels), cfg.n, cfg.m, cfg.levels)
@@ -256,7 +256,8 @@ def test_weights_hashed_once_per_process(tiny_root, monkeypatch):
     """resolve() reads a weights file once while it is unchanged, and again after it changes."""
     import os
     from pathlib import Path
-    from engine import checkpoint, imageio
+    from engine import checkpoint
+    from engine.io import imageio
     reads = []
     real = imageio.open_regular
 

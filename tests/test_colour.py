@@ -65,12 +65,12 @@ def test_the_replaced_model_fails_the_suite():
 
 
 def test_training_lab_matches_scikit_image():
-    """engine.color.rgb_to_lab (training's differentiable ΔE76 term) is CIELAB as
+    """engine.io.color.rgb_to_lab (training's differentiable ΔE76 term) is CIELAB as
     scikit-image computes it, within its rounded sRGB matrix (< 0.05 ΔE)."""
     import torch
     from skimage.color import rgb2lab
 
-    from engine.color import rgb_to_lab
+    from engine.io.color import rgb_to_lab
     x = torch.rand(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     x[0, :, 0, :3] = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
     ours = rgb_to_lab(x).permute(0, 2, 3, 1).numpy()

@@ -1,4 +1,4 @@
-"""Input normalisation (engine/imageio.py, issue #13): every input is a plain
+"""Input normalisation (engine/io/imageio.py, issue #13): every input is a plain
 C-contiguous uint8 array scaled by its mode, oriented and in sRGB, and every
 input failure is an ImageError."""
 import io
@@ -15,7 +15,7 @@ from PIL import Image, ImageCms
 
 import engine
 from engine.errors import ImageError
-from engine.imageio import COLOR_GRAY, COLOR_RGB, to_rgb
+from engine.io.imageio import COLOR_GRAY, COLOR_RGB, to_rgb
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from engine import importance
-from engine.color import rgb_to_ycbcr, ycbcr_to_rgb
+from engine.io.color import rgb_to_ycbcr, ycbcr_to_rgb
 from engine.model import CONFIGS, CodecNet, binarize
 
 

@@ -13,7 +13,7 @@ import torch
 
 import engine
 from engine.runtime import executors as ex
-from engine import tiling
+from engine.io import tiling
 from engine.model import CONFIGS, CodecNet
 from engine.timing import StageTimer
 
@@ -481,7 +481,7 @@ def test_tiled_bytes_equal_untiled_small_config_default_tiles(tmp_path):
 def test_lazy_planes_crops_equal_the_padded_planes():
     """LazyPlanes (a tiled encode's planes, converted tile by tile) against the whole
     image's padded planes: every crop bit-identical, inside, across and past the edge."""
-    from engine.planes import LazyPlanes, crop_planes, preprocess_tensor
+    from engine.io.planes import LazyPlanes, crop_planes, preprocess_tensor
     rng = np.random.default_rng(31)
     for h, w in [(37, 53), (64, 48), (1, 1), (17, 90)]:
         rgb = torch.from_numpy(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
@@ -498,12 +498,12 @@ def test_lazy_planes_crops_equal_the_padded_planes():
 
 def _fused_chain_spec() -> np.ndarray:
     """The encoder's colour conversion of every pixel (r, g, b) as the float32 fused
-    multiply-add chain ``fma(b, m2, fma(g, m1, r * m0)) + offset`` (engine/color.py
+    multiply-add chain ``fma(b, m2, fma(g, m1, r * m0)) + offset`` (engine/io/color.py
     rgb8_to_ycbcr): (3, 256, 256, 256) float32.  Float64 sums stand for the fused
     operations; asserted: no float64 sum was rounded onto a float32 value or a
     midpoint between two, the only places where rounding twice (to float64, then
     float32) can differ from rounding once."""
-    from engine.color import _OFF32, RGB2YCC
+    from engine.io.color import _OFF32, RGB2YCC
     m = RGB2YCC.numpy().astype(np.float32)
     x = np.arange(256, dtype=np.float32) / np.float32(255)
     assert np.array_equal(x, torch.arange(256, dtype=torch.uint8).float().div_(255).numpy())
@@ -534,7 +534,7 @@ def test_encoder_colour_is_the_fused_chain_for_every_pixel():
     """Issue #28, item 12: the encoder's planes are one fixed function of the pixel.
     All 2^24 RGB values (a 4096x4096 image) against the spec above, and the same
     values from other chunkings, crops and a non-contiguous input."""
-    import engine.color as color
+    import engine.io.color as color
     v = np.arange(256, dtype=np.uint8)
     every = np.empty((256, 256, 256, 3), np.uint8)
     every[..., 0], every[..., 1], every[..., 2] = v[:, None, None], v[None, :, None], v
@@ -559,7 +559,7 @@ def test_encoder_colour_is_the_fused_chain_for_every_pixel():
 def test_10000x10000_png_compress_peak_rss_under_3gb(backend, request):
     """Issue #13: a 10000x10000 black PNG (the in-limit maximum) compresses from its path
     within 3 GB peak RSS on both backends (bench/peak_rss.py, its own process): the
-    tiled encode converts its planes tile by tile (engine/planes.py LazyPlanes)."""
+    tiled encode converts its planes tile by tile (engine/io/planes.py LazyPlanes)."""
     import os
     env = dict(os.environ)
     if backend == "onnxruntime":            # a clean clone has no artifacts: built for the test

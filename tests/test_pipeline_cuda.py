@@ -58,7 +58,7 @@ def _same_or_near_threshold(codec, img, batched: bytes, single: bytes, tol: floa
     symbols differ; fails on any other difference."""
     if batched == single:
         return 0
-    from engine.planes import preprocess
+    from engine.io.planes import preprocess
     _, mdl, (la, ya, ca) = codec.parse(batched)
     _, _, (lb, yb, cb) = codec.parse(single)
     cfg = mdl.q.config

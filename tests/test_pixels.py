@@ -1,11 +1,11 @@
 """The native pixel conversions (native/pixels.cpp) give exactly the torch code's values
-(engine/planes.py): the encoder's planes for all 2^24 colours, the decoder's pixels on
+(engine/io/planes.py): the encoder's planes for all 2^24 colours, the decoder's pixels on
 random and edge planes, crops and padding, gray files."""
 import numpy as np
 import pytest
 import torch
 
-from engine import planes
+from engine.io import planes
 
 nat = planes.native_pixels()
 pytestmark = pytest.mark.skipif(nat is None, reason="engine.rans_native has no pixel conversions (pip install -e .)")

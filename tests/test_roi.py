@@ -290,7 +290,7 @@ def test_effort_one_on_a_tiny_image(tiny_root):
 
 def test_search_starts_from_the_boosted_map_and_weighs_the_region(tiny_root, monkeypatch):
     from engine import search as S
-    from engine.planes import preprocess
+    from engine.io.planes import preprocess
     from engine.runtime.stages import searcher
     codec = _codec(tiny_root, quality=2)
     srch = searcher(codec.rung)

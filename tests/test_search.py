@@ -8,7 +8,7 @@ import pytest
 import engine
 from engine import checkpoint
 from engine.format import bitstream, context_coder as entropy
-from engine.planes import preprocess
+from engine.io.planes import preprocess
 from engine.eval import psnr_rgb
 from engine import search as S
 from engine.search import MAX_EFFORT, CodeSearch, check_effort, lr_factor, ms_ssim, ms_ssim_reference, rung_slope

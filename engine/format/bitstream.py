@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BitstreamError
-from ..imageio import COLOR_GRAY, COLOR_RGB, check_size
+from ..io.imageio import COLOR_GRAY, COLOR_RGB, check_size
 from . import MAGIC
 
 VERSION = 1          # raw and context files

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import BitstreamError
-from ..imageio import COLOR_GRAY
-from ..planes import padded_size
+from ..io.imageio import COLOR_GRAY
+from ..io.planes import padded_size
 from ..timing import stage
 from . import bitstream, context_coder
 from .base import DenseDecoded, HostCoded

@@ -3,8 +3,8 @@ location and the kept code bits as they are (docs/bitstream.md)."""
 from __future__ import annotations
 
 from ..errors import BitstreamError
-from ..imageio import COLOR_GRAY
-from ..planes import padded_size
+from ..io.imageio import COLOR_GRAY
+from ..io.planes import padded_size
 from ..timing import stage
 from . import bitstream, context_coder
 from .base import HostCoded, bitpath

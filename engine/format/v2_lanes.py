@@ -3,8 +3,8 @@ native coder (engine/format/lanes.py, or its numpy reference)."""
 from __future__ import annotations
 
 from ..errors import BitstreamError
-from ..imageio import COLOR_GRAY
-from ..planes import padded_size
+from ..io.imageio import COLOR_GRAY
+from ..io.planes import padded_size
 from ..timing import stage
 from . import bitstream, lanes
 from .base import DenseDecoded, HostCoded

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import BitstreamError
-from ..imageio import COLOR_GRAY
-from ..planes import padded_size
+from ..io.imageio import COLOR_GRAY
+from ..io.planes import padded_size
 from ..timing import stage
 from . import bitstream, lanes, lanes_reference
 from .base import HostBits

@@ -8,7 +8,7 @@ class Runner:
     ``decode``, a lifecycle (``close()``, or a ``with`` block), and capabilities
     declared here rather than probed: ``precision`` (what the networks run in, once
     resolved) and ``profiles`` (the shapes a TensorRT build accepts: ``{net: {input:
-    {"min", "opt", "max"}}}``; None where any shape runs, engine/tiling.py and
+    {"min", "opt", "max"}}}``; None where any shape runs, engine/io/tiling.py and
     engine/runtime/executors.py read it)."""
     name = "base"
     device: torch.device

@@ -25,8 +25,8 @@ from typing import Iterable, Iterator
 
 from .. import roi
 from ..format import registry
-from ..imageio import to_rgb
-from ..planes import padded_size
+from ..io.imageio import to_rgb
+from ..io.planes import padded_size
 from . import stages
 from .entropy_pool import done
 from .executors import runner_max_batch

@@ -31,16 +31,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import importance, roi, tiling
+from .. import importance, roi
+from ..io import tiling
 from ..errors import ImageError
 from ..format import registry
-from ..imageio import COLOR_GRAY
-from ..planes import LazyPlanes, padded_size, postprocess_tensor, preprocess_tensor
+from ..io.imageio import COLOR_GRAY
+from ..io.planes import LazyPlanes, padded_size, postprocess_tensor, preprocess_tensor
 
 
 def needs_tiles(settings, rung, height: int, width: int, net: str = "encoder") -> bool:
     """Padded height x width over ``settings.tile_pixels``, or a side over what the runner
-    accepts: the network then runs in tiles (engine/tiling.py), one image at a time."""
+    accepts: the network then runs in tiles (engine/io/tiling.py), one image at a time."""
     return tiling.should_tile(height, width, settings.tile_pixels, tiling.runner_max_side(rung.runner, net))
 
 
@@ -49,7 +50,7 @@ def needs_tiles(settings, rung, height: int, width: int, net: str = "encoder") -
 def stage_images(lane, rgbs: list, multiple: int, lazy: bool = False) -> torch.Tensor:
     """(h, w, 3) uint8 arrays of one padded shape -> (B, 3, H', W') YCbCr planes on the
     lane's device: one staging buffer, one copy to the device, then the same ops as
-    :func:`engine.planes.preprocess`.  ``lazy`` (one image that runs in tiles): the
+    :func:`engine.io.planes.preprocess`.  ``lazy`` (one image that runs in tiles): the
     pixels on the device as :class:`LazyPlanes`, converted tile by tile; on the CPU the
     caller's array itself, with no staging copy."""
     if lazy:

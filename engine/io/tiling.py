@@ -189,7 +189,7 @@ def tile_for_runner(tile: int, halo: int, max_side: int | None) -> int:
 def encode_tiled(encode, ycc: torch.Tensor, tile: int, halo: int):
     """``encode`` = runner.encode on (B, 3, H, W) with H, W multiples of 16 ->
     (e, p, ec) as the untiled call would return them.  ``ycc``: the planes, or
-    :class:`engine.planes.LazyPlanes` (converted tile by tile)."""
+    :class:`engine.io.planes.LazyPlanes` (converted tile by tile)."""
     B, _, H, W = ycc.shape
     e = p = ec = None
     for (r0, r1, a0, a1), (s0, s1, b0, b1) in tile_plan(H, W, tile, halo):

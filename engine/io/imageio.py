@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import settings
-from .errors import ImageError, ImageTooLargeError
+from .. import settings
+from ..errors import ImageError, ImageTooLargeError
 
 COLOR_RGB = 0
 COLOR_GRAY = 1

@@ -27,7 +27,7 @@ def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", m, rgb) + off
 
 
-# The engine's planes (engine/planes.py) are converted from uint8 pixels in chunks of
+# The engine's planes (engine/io/planes.py) are converted from uint8 pixels in chunks of
 # about this many pixels on the CPU: three planes of it stay below torch's intra-op
 # grain size (32768 elements), so each op runs on the calling thread (splitting small
 # ops across threads cost 7x more than it gained on this 2-core VM while it was busy)

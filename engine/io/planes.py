@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import torch
 
-from . import settings
+from .. import settings
 from .color import RGB2YCC, YCC2RGB, rgb8_to_ycbcr, ycbcr_to_rgb
 
 
@@ -47,7 +47,7 @@ def _strips(h: int, w: int):
 # On the CPU both conversions run in the native extension when it is built
 # (native/pixels.cpp, engine.rans_native): one pass and one thread per image, the GIL
 # released, exactly the values of the torch code below -- the encoder's the fma chain
-# :func:`engine.color.rgb8_to_ycbcr` defines, the decoder's the same chain for the
+# :func:`engine.io.color.rgb8_to_ycbcr` defines, the decoder's the same chain for the
 # inverse matrix, then clamp, x255 and round half to even (tests/test_pixels.py: all
 # 2^24 colours one way, random and edge planes the other).  Measured on the 2-core
 # Xeon VM while it was busy: 768x512 in ~1-5 ms against ~40-50 ms for torch's ops on
@@ -65,7 +65,7 @@ class NativePixels:
         self.lut = torch.arange(256, dtype=torch.uint8).float().div_(255).numpy()   # what rgb8_to_ycbcr divides
         self.fwd = RGB2YCC.float().numpy().reshape(-1).copy()
         self.inv = YCC2RGB.float().numpy().reshape(-1).copy()
-        self.off = np.float32([0.0, 0.5, 0.5])     # engine/color.py's offsets (checked below)
+        self.off = np.float32([0.0, 0.5, 0.5])     # engine/io/color.py's offsets (checked below)
 
     @staticmethod
     def _threads(pixels: int) -> int:
@@ -91,7 +91,7 @@ def native_pixels() -> NativePixels | None:
 def _load_native() -> NativePixels | None:
     if settings.env(NATIVE_ENV, "1").strip() == "0":
         return None
-    from . import native
+    from .. import native
     mod = native.load()
     if mod is None or not hasattr(mod, "rgb_to_planes"):
         return None
