@@ -33,9 +33,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from engine import build as B  # noqa: E402
-from engine.checkpoint import CHECKPOINT_DIR, resolve, write_model_dir  # noqa: E402
-from engine.export import example_inputs  # noqa: E402
-from engine.model import CONFIGS, CodecNet  # noqa: E402
+from engine.net.checkpoint import CHECKPOINT_DIR, resolve, write_model_dir  # noqa: E402
+from engine.net.export import example_inputs  # noqa: E402
+from engine.net.model import CONFIGS, CodecNet  # noqa: E402
 from engine.runners.ort_runner import OrtRunner  # noqa: E402
 from engine.runners.torch_runner import TorchRunner  # noqa: E402
 

@@ -99,7 +99,7 @@ def baselines() -> dict:
 
 def ours(model: str | None = None, backend: str = "torch", qualities=None, effort: int = 0) -> dict:
     import engine
-    from engine import checkpoint
+    from engine.net import checkpoint
     model = model or checkpoint.DEFAULT_MODEL
     res = {}
     for q in qualities or checkpoint.qualities(model):
@@ -123,7 +123,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="comma list of installed models (default: the default model)")
     ap.add_argument("--backend", default="torch")
-    ap.add_argument("--effort", default="0", help="comma list of efforts (engine/search.py)")
+    ap.add_argument("--effort", default="0", help="comma list of efforts (engine/net/search.py)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     results = baselines()

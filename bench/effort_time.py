@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.data import list_images, load_rgb
 from engine.eval import machine, psnr_rgb
-from engine.search import STEPS
+from engine.net.search import STEPS
 
 
 def main(argv=None):

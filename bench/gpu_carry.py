@@ -3,8 +3,8 @@
     python -m bench.gpu_carry --train ../shared/data/train --kodak ../shared/data/kodak --out .carry
 
 * ``OUT/split.json``: the train/validation split of the full training folder (the same
-  split ``engine.train --holdout 20`` makes), so a GPU run trains on exactly the
-  training part and ``engine.ship`` later reports on the held-out part;
+  split ``python -m engine.train --holdout 20`` makes), so a GPU run trains on exactly the
+  training part and ``python -m engine.ship`` later reports on the held-out part;
 * ``OUT/train/``: the training part only.  JPEG sources are copied as they are; PNG
   sources are re-encoded as JPEG quality 95, 4:4:4, and sources over ``--max-mp``
   megapixels are halved first (the Sun-Hays set already is) — this is what keeps the

@@ -20,7 +20,7 @@ import torch
 
 import engine
 from engine import importance
-from engine.checkpoint import DEFAULT_MODEL, qualities, resolve
+from engine.net.checkpoint import DEFAULT_MODEL, qualities, resolve
 from engine.format import registry
 from engine.format.base import bitpath
 from engine.io.planes import postprocess, preprocess

@@ -17,7 +17,8 @@ import numpy as np
 
 def evaluate(model: str, paths, backend: str) -> dict:
     import engine
-    from engine import checkpoint, eval as ev
+    from engine.net import checkpoint
+    from engine import eval as ev
     from engine.data import load_rgb
     images = [load_rgb(p) for p in paths]
     refs = [ev.Reference(p.name, im) for p, im in zip(paths, images)]

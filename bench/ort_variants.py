@@ -84,9 +84,9 @@ def main(argv=None) -> dict:
 
     import engine
     from engine.build import build_quality, default_build_dir
-    from engine.checkpoint import resolve
+    from engine.net.checkpoint import resolve
 
-    q = resolve(args.model or engine.checkpoint.DEFAULT_MODEL, args.quality, root=args.model_dir)
+    q = resolve(args.model or engine.net.checkpoint.DEFAULT_MODEL, args.quality, root=args.model_dir)
     images = load_images(args.data, args.limit)
     build_dir = Path(args.build_dir) if args.build_dir else default_build_dir()
     build_quality(q, "onnxruntime", out=build_dir, log=lambda *a: None)

@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
 
     import engine
     from engine import importance
-    from engine.checkpoint import DEFAULT_MODEL, qualities
+    from engine.net.checkpoint import DEFAULT_MODEL, qualities
     from engine.cpu import describe
     from engine.data import list_images, load_rgb, split
     from engine.io.planes import preprocess

@@ -151,7 +151,7 @@ def main(argv=None) -> dict:
 
     import openvino
 
-    from engine.checkpoint import DEFAULT_MODEL, qualities
+    from engine.net.checkpoint import DEFAULT_MODEL, qualities
     from engine.cpu import describe
     from engine.data import list_images, load_rgb, split
 

@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
 
     import engine
     from engine import build as B
-    from engine.checkpoint import DEFAULT_MODEL, resolve
+    from engine.net.checkpoint import DEFAULT_MODEL, resolve
     from engine.cpu import describe
 
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731

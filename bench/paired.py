@@ -64,7 +64,7 @@ def main(argv=None) -> dict:
     from engine.runners.torch_runner import TorchRunner
     from kernels import reference
 
-    q = engine.checkpoint.resolve(args.model or engine.checkpoint.DEFAULT_MODEL, args.quality, root=args.model_dir)
+    q = engine.net.checkpoint.resolve(args.model or engine.net.checkpoint.DEFAULT_MODEL, args.quality, root=args.model_dir)
     cfg = q.config
     threads = args.threads or torch.get_num_threads()
     H, W = (int(v) for v in args.size.lower().split("x"))

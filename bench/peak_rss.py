@@ -14,7 +14,7 @@ process, so everything else this process did counts too (the baseline after
 loading the model is printed separately).  ``--model tiny`` without
 ``--model-dir`` writes a tiny model with seeded random weights to a temporary
 folder; ``--random-weights`` does the same for any config in
-``engine.model.CONFIGS`` (the memory of a network does not depend on its
+``engine.net.model.CONFIGS`` (the memory of a network does not depend on its
 weights).  Prints one JSON line.
 """
 from __future__ import annotations
@@ -102,8 +102,8 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(args.threads)
     import engine
-    from engine.checkpoint import DEFAULT_MODEL, write_model_dir
-    from engine.model import CONFIGS, CodecNet
+    from engine.net.checkpoint import DEFAULT_MODEL, write_model_dir
+    from engine.net.model import CONFIGS, CodecNet
 
     args.model = args.model or DEFAULT_MODEL
 

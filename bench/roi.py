@@ -323,7 +323,7 @@ def main(argv=None) -> int:
         return 0
 
     import engine
-    from engine import checkpoint
+    from engine.net import checkpoint
     from engine.data import list_images, load_rgb, split
 
     model = args.model or checkpoint.DEFAULT_MODEL

@@ -1,4 +1,4 @@
-"""Tune the code search (engine/search.py) on held-out *training* images, never Kodak.
+"""Tune the code search (engine/net/search.py) on held-out *training* images, never Kodak.
 
     python -m bench.search_tune --data ../shared/data/train --quality 4 --efforts 2,4,6 \
         [--lr-codes 0.02,0.05] [--lr-importance 0.05] [--slope-scale 1] \
@@ -9,8 +9,8 @@ MS-SSIM-RGB over the run's validation split (the images training never saw;
 ``engine.data.split``), real file bytes, encode seconds per image, and the gains at
 equal rate: PSNR (and MS-SSIM) minus the effort-0 ladder's at the same bpp (linear
 between the rungs around it, measured on the same images in the same run).
-``--lr-final``: engine.search.LR_FINAL (the last step's lr over the first's);
-``--ms-ssim-weight``: engine.search.MS_SSIM_WEIGHT (b in the search's J).
+``--lr-final``: engine.net.search.LR_FINAL (the last step's lr over the first's);
+``--ms-ssim-weight``: engine.net.search.MS_SSIM_WEIGHT (b in the search's J).
 Writes a markdown table (and JSON) to --out.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import search as S
-from engine.checkpoint import qualities
+from engine.net import search as S
+from engine.net.checkpoint import qualities
 from engine.data import list_images, load_rgb, split
 from engine.eval import machine, ms_ssim_rgb, psnr_rgb
 

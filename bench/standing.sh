@@ -10,7 +10,7 @@
 # snapshot bench/standing/weights.safetensors (fp16; its precision loss is measured by
 # bench.standing_save) with a fresh AdamW state and a new cosine cycle of MINUTES; on the
 # same machine it resumes from state.pt.  bf16 autocast where the CPU has bf16 matrix
-# units (AMX), fp32 elsewhere (engine.train --precision auto); on a GPU, bench/gpu_session.sh
+# units (AMX), fp32 elsewhere (python -m engine.train --precision auto); on a GPU, bench/gpu_session.sh
 # continues the same run.  Config small16 (the small model with 16 colour codes), MSE,
 # batches that mix photo crops with colour-boosted crops and drawn saturated shapes (#29).
 set -euo pipefail

@@ -2,7 +2,7 @@
 ``python -m bench.standing_save [--run runs/standing]``.
 
 Writes the weights in fp16 (half the bytes of fp32) after checking that the rounding
-costs nothing measurable: the held-out validation (engine.train's Validator) of the
+costs nothing measurable: the held-out validation (engine.net.train's Validator) of the
 fp16-rounded weights against the fp32 ones, both recorded in ``snapshot.json``.  The
 learning curve (``val.jsonl``, appended across sessions) and the training log come along.
 The optimizer state is not kept: a resumed run starts a fresh AdamW (bench/standing.sh).
@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def validate(cfg, sd, val_paths) -> dict:
-    from engine.model import CodecNet
-    from engine.train import Validator
+    from engine.net.model import CodecNet
+    from engine.net.train import Validator
     net = CodecNet(cfg)
     net.load_state_dict(sd)
     return Validator(val_paths, torch.device("cpu"))(net, False)
@@ -36,7 +36,7 @@ def main(argv=None):
     ap.add_argument("--out", default=str(REPO / "bench" / "standing"))
     args = ap.parse_args(argv)
     from engine.data import load_split
-    from engine.model import ModelConfig
+    from engine.net.model import ModelConfig
     run, out = Path(args.run), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     train = json.loads((run / "train.json").read_text())

@@ -168,7 +168,7 @@ def model_gflops(q, height: int, width: int) -> dict:
     """FLOPs (as counted by FlopCounterMode: 2 per multiply-add) of one padded image."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from engine.checkpoint import load_net
+    from engine.net.checkpoint import load_net
     net = load_net(q)
     cfg = q.config
     with torch.inference_mode():
@@ -558,7 +558,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     import engine
-    from engine.checkpoint import DEFAULT_MODEL, resolve
+    from engine.net.checkpoint import DEFAULT_MODEL, resolve
     from engine.data import list_images
     from engine.runners.select import auto_backend
 

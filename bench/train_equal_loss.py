@@ -1,7 +1,7 @@
 """Equal-loss check for bf16 training (issue #24): ``python -m bench.train_equal_loss``.
 
 The same ``--steps`` training steps from the same initial weights and the same batches
-(same seed), once in fp32 and once in bf16 autocast, each validated by engine.train's
+(same seed), once in fp32 and once in bf16 autocast, each validated by engine.net.train's
 own held-out validator (PSNR-RGB and raw bpp on the 20 held-out training images, at three
 map offsets).  bf16 is fit for training when its validation matches fp32's within noise.
 Writes ``train-equal-loss-<cpu>.json``/``.md``.
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(precision: str, args, out: Path) -> dict:
-    from engine import train
+    from engine.net import train
     t = time.time()
     train.main(["--data", args.data, "--out", str(out), "--config", "small", "--init", args.init,
                 "--distortion", "mse", "--lam", "0.05", "--target-bpp", "0.45", "--rate-warmup", "1",

@@ -6,7 +6,7 @@
 
 Each round runs ``--steps`` training steps (forward, backward, AdamW) of each variant back
 to back, in a random order, on the same batch: fp32 in the default layout (what
-``engine.train`` did before), and bf16 autocast with channels_last (what it does now
+``engine.net.train`` did before), and bf16 autocast with channels_last (what it does now
 where the CPU has bf16 matrix units).  The statistic is the median over rounds of the
 per-round time ratio, with its quartiles: this VM's speed drifts within a minute, and a
 paired ratio cancels drift slower than a round.  Writes ``train-speed-<cpu>.json``/``.md``.
@@ -29,7 +29,7 @@ VARIANTS = ("fp32", "bf16")
 def make_step(cfg, variant: str, batch: torch.Tensor):
     """A closure running one training step of a fresh copy of the network."""
     from engine.io.color import rgb_to_ycbcr
-    from engine.model import CodecNet
+    from engine.net.model import CodecNet
 
     torch.manual_seed(0)
     net = CodecNet(cfg)
@@ -57,7 +57,7 @@ def quartiles(v):
 
 
 def measure(cfg_name: str, args) -> dict:
-    from engine.model import CONFIGS
+    from engine.net.model import CONFIGS
     g = torch.Generator().manual_seed(0)
     batch = torch.rand(args.batch, 3, args.patch, args.patch, generator=g)
     steps = {v: make_step(CONFIGS[cfg_name], v, batch) for v in VARIANTS}

@@ -71,7 +71,7 @@ class _Interrupts:
 
 
 def _parser():
-    from .checkpoint import METRICS
+    from .net.checkpoint import METRICS
     from .settings import CHOICES
     prog = "hnlc" if Path(sys.argv[0]).name == "hnlc" else "python -m engine"   # the console script, or -m
     ap = argparse.ArgumentParser(prog=prog, description=__doc__,
@@ -309,7 +309,7 @@ def _plan(files: list[Path], out: Path, comp: bool, force: bool, name: str | Non
 def run(args) -> int:
     import engine
     from .format.bitstream import read_file
-    from .checkpoint import DEFAULT_MODEL, model_channels, model_fingerprint, model_for
+    from .net.checkpoint import DEFAULT_MODEL, model_channels, model_fingerprint, model_for
     from .io.atomic import atomic_write_bytes, stale_temps
     from .errors import EngineError
     from .io.imageio import max_pixels_setting, open_regular

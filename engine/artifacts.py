@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 
 from . import settings
-from .checkpoint import CHECKPOINT_DIR
+from .net.checkpoint import CHECKPOINT_DIR
 from .errors import ArtifactMismatch, BackendUnavailable
 from .io.atomic import atomic_write_bytes
 

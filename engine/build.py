@@ -41,7 +41,7 @@ from pathlib import Path
 
 import engine
 
-from .checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL, qualities as list_qualities, resolve
+from .net.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL, qualities as list_qualities, resolve
 from .errors import BackendUnavailable
 from .artifacts import (  # noqa: F401 - the build's public names, defined beside the runners' loader
     ARTIFACT_FORMAT, MANIFEST, BUILD_BACKENDS, BUILD_DIR_ENV, GRAPH_SHUFFLES, ARTIFACT_FILES, OPENVINO_IR_PRECISION,
@@ -113,9 +113,9 @@ def _base_manifest(q, backend: str, precision: str, options: dict) -> dict:
 def _export_pair(q, net, directory: Path, precision: str, opset: int, exporter: str,
                  check: bool, log, shuffles: str = "native") -> dict:
     """Export encoder.onnx and decoder.onnx; return the ORT smoke-check results."""
-    from .export import check_onnx_against_torch, export_onnx
+    from .net.export import check_onnx_against_torch, export_onnx
 
-    meta = {"engine.model": q.model, "engine.quality": q.quality, "engine.fingerprint": q.fingerprint}
+    meta = {"engine.net.model": q.model, "engine.quality": q.quality, "engine.fingerprint": q.fingerprint}
     checks = {}
     for name, module in (("encoder", net.encoder), ("decoder", net.decoder)):
         path = directory / f"{name}.onnx"
@@ -139,7 +139,7 @@ def build_quality(q, backend: str = "onnxruntime", precision: str = "fp32", out=
                   log=print) -> BuildResult:
     """Build (or find up to date) the artifacts of one checkpoint quality.
     ``shuffles`` overrides ``GRAPH_SHUFFLES[backend]`` (for A/B measurements)."""
-    from .export import DEFAULT_OPSET, DEFAULT_PROFILE, EXPORTERS, IO_DTYPE, PRECISIONS, net_profiles, symbolic_io
+    from .net.export import DEFAULT_OPSET, DEFAULT_PROFILE, EXPORTERS, IO_DTYPE, PRECISIONS, net_profiles, symbolic_io
 
     backend = resolve_backend(backend)
     if precision not in PRECISIONS:
@@ -191,7 +191,7 @@ def build_quality(q, backend: str = "onnxruntime", precision: str = "fp32", out=
         manifest.update(backend_version=torch.__version__, files={}, profiles=None,
                         note="nothing to build: the torch backend runs the checkpoint directly")
     else:
-        from .checkpoint import load_net
+        from .net.checkpoint import load_net
 
         net = load_net(q)
         manifest.update(opset=opset, exporter=f"torch.onnx.export(dynamo={exporter == 'dynamo'})")
@@ -272,7 +272,7 @@ def _qualities_arg(values) -> list[int] | None:
 
 
 def main(argv=None) -> int:
-    from .export import DEFAULT_OPSET, DEFAULT_PROFILE, EXPORTERS, PRECISIONS, ShapeProfile
+    from .net.export import DEFAULT_OPSET, DEFAULT_PROFILE, EXPORTERS, PRECISIONS, ShapeProfile
 
     ap = argparse.ArgumentParser(prog="python -m engine.build", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")

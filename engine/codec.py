@@ -19,7 +19,8 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import checkpoint, target
+from .net import checkpoint
+from . import target
 from .io import tiling
 from .format import bitstream, lanes, registry
 from . import roi as roi_mod     # the name roi is the compress calls' argument
@@ -27,7 +28,7 @@ from .runtime import entropy_pool as entropy_pools, scheduler     # the name ent
 from .errors import BitstreamError
 from .runtime.executors import CUDA, InlineExecutor, StreamExecutor
 from .io.imageio import COLOR_GRAY, check_batch, max_pixels_setting, to_rgb
-from .rungs import Rungs
+from .net.rungs import Rungs
 from .settings import Settings, tile_pixels_setting, tile_size_setting
 from .runners import BackendUnavailable
 
@@ -37,10 +38,10 @@ class Codec:
 
     quality   1..K, a rung of the model's rate ladder (None: the model's default_quality, else
               the middle one); retired rungs only decode
-    model     a shipped model name (``engine.checkpoint.list_models()``; default: the model
+    model     a shipped model name (``engine.net.checkpoint.list_models()``; default: the model
               for ``metric``)
     metric    "mse" (default) or "ms-ssim": the installed model trained for it
-              (``engine.checkpoint.available_metrics()``); files of another model decode with
+              (``engine.net.checkpoint.available_metrics()``); files of another model decode with
               ``Codec(model=NAME)``, and the error a file of another model raises names it
     backend   "auto" | "torch" | "onnxruntime" | "openvino" | "tensorrt" (auto: engine/runners/select.py;
               OpenVINO in bf16 where the CPU has bf16 matrix units and it is built)
@@ -54,7 +55,7 @@ class Codec:
               Tiled and untiled runs give the same bytes (see engine/io/tiling.py).
     tile_size core tile side in pixels, a multiple of 16 (default ENGINE_TILE_SIZE, 2048)
     effort    0 (default: the one-pass encoder) .. 9: search each image's codes with the
-              decoder fixed (engine/search.py); each step up is slower and better.  The
+              decoder fixed (engine/net/search.py); each step up is slower and better.  The
               search runs the networks in torch on the runner's device, whatever the
               backend; its files are ordinary files that every backend decodes.
     entropy_pool  where the batch APIs entropy-code: "threads", "processes" or "auto"
@@ -88,7 +89,7 @@ class Codec:
                  precision: str | None = None, compile: str | None = None, metric: str | None = None):
         from kernels import kernel_choice
 
-        from .search import check_effort
+        from .net.search import check_effort
         self.effort = check_effort(effort)
         if entropy not in bitstream.ENTROPY_NAMES:
             raise ValueError(f"entropy must be one of {sorted(bitstream.ENTROPY_NAMES)}, got {entropy!r}")
@@ -234,7 +235,7 @@ class Codec:
     def _call_choices(self, quality, effort, max_bytes, target_bpp):
         """A call's rung (None: the codec's, built when the call needs it) and effort:
         its own, checked, else the codec's."""
-        from .search import check_effort
+        from .net.search import check_effort
         if quality is not None and (max_bytes is not None or target_bpp is not None):
             raise ValueError("quality and max_bytes / target_bpp exclude each other: a target size chooses the quality")
         rung = None if quality is None else self.rungs.get(quality)

@@ -187,7 +187,7 @@ class Curve:
 
 
 def model_metric(model: str, root: Path | None) -> str:
-    from .checkpoint import CHECKPOINT_DIR
+    from .net.checkpoint import CHECKPOINT_DIR
     meta = json.loads((Path(root or CHECKPOINT_DIR) / model / "model.json").read_text())
     return meta.get("metric", "mse")
 
@@ -196,7 +196,7 @@ def metric_models(metrics: list[str], model: str | None, root: Path | None) -> d
     """The model drawing each metric's curves (as CompressAI's ``metric=``): ``model`` for
     its own metric, else the first model whose model.json says ``"metric": m`` (mse when
     unsaid).  A metric no model is trained for is an error naming what there is."""
-    from .checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL
+    from .net.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL
     base = Path(root or CHECKPOINT_DIR)
     here = sorted(p.name for p in base.iterdir() if (p / "model.json").exists())
     if model and model not in here:
@@ -251,7 +251,7 @@ def _args(argv):
     ap.add_argument("--html-extra", action="append", default=[], metavar="FILE[=CAPTION]",
                     help="a figure for the page's 'more figures' section (repeatable)")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--effort", default="0", help="comma list of efforts 0..9 (engine/search.py): one curve each")
+    ap.add_argument("--effort", default="0", help="comma list of efforts 0..9 (engine/net/search.py): one curve each")
     ap.add_argument("--effort-quality", default=None,
                     help="comma list: run efforts > 0 at these qualities only (the search is slow on a CPU)")
     args = ap.parse_args(argv)
@@ -264,7 +264,7 @@ def _args(argv):
 def _codecs(args, root, models: dict[str, str]) -> dict[tuple[Curve, int], object]:
     """(curve, quality) -> a Codec, for every point to measure."""
     import engine
-    from .checkpoint import qualities
+    from .net.checkpoint import qualities
     efforts = [int(e) for e in args.effort.split(",")]
     eq = [int(q) for q in args.effort_quality.split(",")] if args.effort_quality else None
     codecs = {}
@@ -324,7 +324,7 @@ def _comparisons(points_rows, baselines) -> tuple[list, list]:
 
 def main(argv=None):
     args = _args(argv)
-    from .checkpoint import atomic_write_bytes
+    from .io.atomic import atomic_write_bytes
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(args.model_dir) if args.model_dir else None

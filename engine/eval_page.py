@@ -32,7 +32,7 @@ EXTRA_EXTS = {".png", ".jpg", ".jpeg", ".svg", ".webp", ".gif"}
 def pick_rung(keys, metric: str, root=None) -> set:
     """The points the page shows: ``metric``'s curve at effort 0 and at its highest
     effort, at the quality run at that effort nearest the model's default."""
-    from .checkpoint import resolve
+    from .net.checkpoint import resolve
     curves = {c for c, _ in keys if c.metric == metric}
     top = max(curves, key=lambda c: c.effort)
     zero = min(curves, key=lambda c: c.effort)
@@ -182,7 +182,7 @@ def write(ev, out: dict, folder, paths, recs: dict, rung: set, anchors=None, ext
                        tables=tables, images=images, extras=_extras_section(folder), script=SCRIPT,
                        data=html.escape(json.dumps({"images": out["images"]})))
     index = folder / "index.html"
-    from .checkpoint import atomic_write_bytes
+    from .io.atomic import atomic_write_bytes
     atomic_write_bytes(index, page.encode())
     return index
 

@@ -22,8 +22,8 @@ ENTROPY = {0: "none (raw bits)", 1: "context (v1 range coder)", 2: "rans (v2 lan
 
 def describe(data: bytes, codings=None, max_pixels: int | None = None) -> dict:
     """A file's fields as a dict (see the module docstring).  ``codings(model)`` gives a
-    :class:`engine.rungs.Codings` for a model name (None: this installation's)."""
-    from . import rungs
+    :class:`engine.net.rungs.Codings` for a model name (None: this installation's)."""
+    from .net import rungs
     from .format import bitstream
     from .errors import BitstreamError
     from .io.imageio import COLOR_GRAY, max_pixels_setting
@@ -90,10 +90,10 @@ def text(name: str, d: dict) -> str:
 def run(args) -> int:
     """The ``info`` subcommand (engine/__main__.py parses its arguments)."""
     from .format.bitstream import read_file
-    from .checkpoint import model_channels
+    from .net.checkpoint import model_channels
     from .errors import EngineError
     from .io.imageio import max_pixels_setting, open_regular
-    from .rungs import Codings
+    from .net.rungs import Codings
 
     max_pixels = max_pixels_setting(args.max_pixels, "--max-pixels")
     cache: dict = {}

@@ -1,6 +1,6 @@
 """OpenVINO build steps for ``python -m engine.build --backend openvino``.
 
-The networks are exported to ONNX as for every backend (engine/export.py, pixel
+The networks are exported to ONNX as for every backend (engine/net/export.py, pixel
 shuffles as native DepthToSpace: ``GRAPH_SHUFFLES``), read by OpenVINO's ONNX
 frontend and saved as OpenVINO IR (``encoder.xml`` + ``encoder.bin``, the same for the
 decoder) with float32 weights (``compress_to_fp16=False``: fp16 weights would change
@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .export import IO_NAMES, TOLERANCE, example_inputs
-from .model import ModelConfig
+from .net.export import IO_NAMES, TOLERANCE, example_inputs
+from .net.model import ModelConfig
 
 
 def openvino_version() -> str:

@@ -83,7 +83,7 @@ def max_pixels() -> int:
 
 
 def _channels(model: str):
-    from .checkpoint import model_channels
+    from .net.checkpoint import model_channels
     return model_channels(model, _options.get("root"))
 
 
@@ -99,7 +99,7 @@ def _decode(data: bytes):
     """A whole file -> (H, W, 3) uint8.  The file is validated (checksum, lengths) before
     its model is looked up, and only an installed model is: a file never names a path."""
     from .format.bitstream import read
-    from .checkpoint import installed, list_models
+    from .net.checkpoint import installed, list_models
     from .errors import BitstreamError
 
     hdr, _ = read(data, max_pixels())

@@ -120,9 +120,9 @@ class RayCompressor:
     checked here, before Ray starts, with the errors a local Codec gives."""
 
     def __init__(self, address: str | None = None, **codec_options):
-        from . import checkpoint
+        from .net import checkpoint
         from .format import bitstream
-        from .search import check_effort
+        from .net.search import check_effort
 
         _ray()
         model = codec_options.get("model") or checkpoint.DEFAULT_MODEL

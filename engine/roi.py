@@ -25,7 +25,7 @@ for nothing: the bytes are those of no ROI.
 
 For the code search (``effort`` > 0) the same per-pixel boost ``b`` weighs each pixel's
 squared error by ``1 + b`` (``1 / (1 - b)`` where ``b`` < 0), and the search starts from
-the boosted map (engine/search.py).
+the boosted map (engine/net/search.py).
 
 A bad mask is an :class:`~engine.errors.ImageError` (wrong size, type or mode, NaN or
 infinity, negative values in an integer mask); a bad ``roi_boost`` a ValueError.

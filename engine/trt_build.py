@@ -3,7 +3,7 @@
 ``tensorrt`` is imported lazily, inside functions, so this module imports on
 any machine.  Everything that does not need TensorRT (timing-cache naming,
 dtype mapping, profile checks; the profiles themselves live in
-:mod:`engine.export`) is a plain function tested without it.  See
+:mod:`engine.net.export`) is a plain function tested without it.  See
 docs/tensorrt.md for the documentation each call was checked against.
 
 Networks are created strongly typed (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``):
@@ -109,7 +109,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, net: str, profi
     for one optimization profile ({input: {"min","opt","max"}}) and write it to
     ``engine_path``.  The timing cache is loaded from and saved back to ``timing_cache``."""
     from .io.atomic import atomic_write_bytes
-    from .export import check_io_names
+    from .net.export import check_io_names
 
     trt = import_tensorrt()
     logger = _Logger.get()

@@ -14,8 +14,8 @@ if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     """A model folder 'tiny' with seeded random weights and a 3-step ladder."""
-    from engine.checkpoint import write_model_dir
-    from engine.model import CONFIGS, CodecNet
+    from engine.net.checkpoint import write_model_dir
+    from engine.net.model import CONFIGS, CodecNet
 
     torch.manual_seed(1234)
     net = CodecNet(CONFIGS["tiny"])
@@ -30,7 +30,7 @@ def shipped_ort_build(tmp_path_factory):
     into a temporary build dir (a clean clone has none): its path, for
     ENGINE_BUILD_DIR.  Skips where the shipped model is not in the checkout."""
     from engine import build
-    from engine.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL
+    from engine.net.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL
     if not (CHECKPOINT_DIR / DEFAULT_MODEL / "model.json").exists():
         pytest.skip("the shipped model is not in this checkout")
     out = tmp_path_factory.mktemp("ort_build")

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from bench import gpu_carry, kodak_checks
-from engine.checkpoint import resolve
+from engine.net.checkpoint import resolve
 from engine.data import list_images, split
 from engine.runners import make_runner
 

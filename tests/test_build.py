@@ -1,4 +1,4 @@
-"""engine.build / engine.export / OrtRunner / auto selection (issue 5).
+"""engine.build / engine.net.export / OrtRunner / auto selection (issue 5).
 
 Runs on the CPU with ONNX Runtime; TensorRT is never faked: the tests that
 need it check only what happens when it is absent, and skip otherwise.
@@ -16,11 +16,11 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from engine import build as B  # noqa: E402
-from engine.checkpoint import resolve, write_model_dir  # noqa: E402
-from engine.export import (DEFAULT_PROFILE, ShapeProfile, check_io_names, check_shape_in_profile,  # noqa: E402
-                           decoder_output_shapes, encoder_output_shapes, example_inputs, export_onnx,
-                           net_profiles, onnx_io_names)
-from engine.model import CONFIGS, CodecNet  # noqa: E402
+from engine.net.checkpoint import resolve, write_model_dir  # noqa: E402
+from engine.net.export import (DEFAULT_PROFILE, ShapeProfile, check_io_names, check_shape_in_profile,  # noqa: E402
+                               decoder_output_shapes, encoder_output_shapes, example_inputs, export_onnx,
+                               net_profiles, onnx_io_names)
+from engine.net.model import CONFIGS, CodecNet  # noqa: E402
 from engine.runners import make_runner  # noqa: E402
 from engine.errors import ArtifactMismatch, BackendUnavailable  # noqa: E402
 from engine.runners.ort_runner import OrtRunner, choose_providers  # noqa: E402
@@ -132,7 +132,7 @@ def test_runner_options(runners):
 
 @pytest.mark.parametrize("r,c", [(2, 1), (2, 3), (3, 2)])
 def test_shuffles_as_convolutions_are_exact_in_torch(r, c):
-    from engine.export import _ShuffleAsConvTranspose, _UnshuffleAsConv
+    from engine.net.export import _ShuffleAsConvTranspose, _UnshuffleAsConv
 
     g = torch.Generator().manual_seed(r * 10 + c)
     x = torch.randn(2, c * r * r, 5, 7, generator=g)
@@ -144,7 +144,7 @@ def test_shuffles_as_convolutions_are_exact_in_torch(r, c):
 def test_onnxruntime_graphs_write_shuffles_as_convolutions_bit_identically(built, q2, tmp_path):
     """The shipped ORT graphs have no DepthToSpace / Transpose, and give exactly
     what the native-shuffle graphs give (the rewrite only moves values)."""
-    from engine.checkpoint import load_net
+    from engine.net.checkpoint import load_net
 
     d = built[0] / "tiny" / "q2" / "onnxruntime-fp32"
     assert json.loads((d / "manifest.json").read_text())["options"]["shuffles"] == "conv"
@@ -164,7 +164,7 @@ def test_onnxruntime_graphs_write_shuffles_as_convolutions_bit_identically(built
 
 
 def test_fp16_export_keeps_float32_io(tmp_path, q2):
-    from engine.checkpoint import load_net
+    from engine.net.checkpoint import load_net
 
     net = load_net(q2)
     path = export_onnx("encoder", net.encoder, TINY, tmp_path / "encoder.onnx", precision="fp16")
@@ -188,8 +188,8 @@ def test_fp16_export_keeps_float32_io(tmp_path, q2):
 
 
 def test_torchscript_exporter_fallback(tmp_path, q2):
-    from engine.checkpoint import load_net
-    from engine.export import check_onnx_against_torch
+    from engine.net.checkpoint import load_net
+    from engine.net.export import check_onnx_against_torch
 
     net = load_net(q2)
     path = export_onnx("decoder", net.decoder, TINY, tmp_path / "decoder.onnx", exporter="torchscript")

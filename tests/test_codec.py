@@ -52,7 +52,7 @@ def test_round_trip_large_odd(tiny_root):
 def test_shipped_model_reconstructs_a_photo():
     """The shipped model's round trip looks like its input (a crop of a held-out
     training photo when ../shared is there, else a smooth synthetic photo)."""
-    from engine.checkpoint import CHECKPOINT_DIR
+    from engine.net.checkpoint import CHECKPOINT_DIR
     if not (CHECKPOINT_DIR / "small" / "model.json").exists():
         pytest.skip("the shipped model is not in this checkout")
     from bench.peak_rss import synthetic_photo
@@ -256,7 +256,7 @@ def test_weights_hashed_once_per_process(tiny_root, monkeypatch):
     """resolve() reads a weights file once while it is unchanged, and again after it changes."""
     import os
     from pathlib import Path
-    from engine import checkpoint
+    from engine.net import checkpoint
     from engine.io import imageio
     reads = []
     real = imageio.open_regular

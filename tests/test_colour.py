@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("skimage")
 
 from bench import colour_suite  # noqa: E402
-from engine import checkpoint  # noqa: E402
+from engine.net import checkpoint  # noqa: E402
 
 
 def test_delta_e_is_zero_on_identity_and_grows_with_error():

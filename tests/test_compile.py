@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import engine
-from engine.rungs import resolve_compile
+from engine.net.rungs import resolve_compile
 
 
 def test_compile_choices_checked(tiny_root, monkeypatch):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine.checkpoint import CHECKPOINT_DIR
+from engine.net.checkpoint import CHECKPOINT_DIR
 from golden_cases import inputs
 
 pytestmark = pytest.mark.skipif(not (CHECKPOINT_DIR / "small" / "model.json").exists(),

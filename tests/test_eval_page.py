@@ -43,7 +43,7 @@ def _inputs(folder: Path):
 @pytest.fixture(scope="module")
 def tiny_eval(tmp_path_factory):
     """The shipped model at qualities 1-2, effort 1 at q2, and the baselines, on 2 small images, with the page."""
-    from engine.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL
+    from engine.net.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL
     if not (CHECKPOINT_DIR / DEFAULT_MODEL / "model.json").exists():
         pytest.skip("the shipped model is not in this checkout")
     d = tmp_path_factory.mktemp("page_eval")

@@ -111,7 +111,7 @@ def fuzz_lanes(count: int, seed: int) -> tuple[int, int]:
     (CI's slow step runs this under ASan + UBSan, native/sanitize.sh)."""
     from engine.format import lanes, lanes_reference
     from engine.format.context_coder import Tables, _normalize_rows
-    from engine.model import ModelConfig
+    from engine.net.model import ModelConfig
 
     rng = np.random.default_rng(seed)
     cfg = ModelConfig(n=6, levels=4, m=2)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine.checkpoint import CHECKPOINT_DIR
+from engine.net.checkpoint import CHECKPOINT_DIR
 from fake_cuda import FakeCuda
 from golden_cases import cpu_key, inputs, sha, to_input
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import engine
-from engine.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL
+from engine.net.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL
 from golden_cases import inputs, sha, to_input
 
 PATH = Path(__file__).parent / "golden" / f"{DEFAULT_MODEL}.json"
@@ -26,7 +26,7 @@ def golden():
     return res
 
 
-@pytest.mark.parametrize("quality", sorted(engine.checkpoint.qualities(DEFAULT_MODEL)))
+@pytest.mark.parametrize("quality", sorted(engine.net.checkpoint.qualities(DEFAULT_MODEL)))
 def test_default_model_golden_bytes(quality):
     want = golden()["settings"][f"q{quality}-rans-e0"]
     imgs = {**inputs("synthetic"), **inputs("kodak")}

@@ -10,7 +10,7 @@ import engine
 from engine.format import bitstream, lanes, lanes_reference
 from engine.format.context_coder import Tables, _normalize_rows
 from engine.errors import BitstreamError
-from engine.model import ModelConfig
+from engine.net.model import ModelConfig
 from kernels.reference import Packed
 
 needs_native = pytest.mark.skipif(lanes.native() is None, reason="engine.rans_native is not built (pip install -e .)")

@@ -46,7 +46,7 @@ def test_this_tree_keeps_the_layers(tmp_path):
 
 
 @pytest.mark.parametrize("plant, what", [
-    ("engine/rungs.py", "from .codec import Codec\n"),                             # an upward import
+    ("engine/net/rungs.py", "from ..codec import Codec\n"),                            # an upward import
     ("kernels/reference.py", "from engine.runtime import stages\n"),                # kernels above format/layout
     ("engine/runtime/stages.py", "from .scheduler import compress_iter\n"),         # a cycle through the layers
 ])

@@ -4,7 +4,7 @@ import torch
 
 from engine import importance
 from engine.io.color import rgb_to_ycbcr, ycbcr_to_rgb
-from engine.model import CONFIGS, CodecNet, binarize
+from engine.net.model import CONFIGS, CodecNet, binarize
 
 
 def test_ycbcr_round_trip_and_known_values():
@@ -80,7 +80,7 @@ def test_decoder_matches_training_forward():
 
 @pytest.mark.parametrize("distortion,lam", [("l1", 1.0), ("mse", 0.05)])
 def test_training_steps_lower_loss_on_fixed_batch(distortion, lam):
-    from engine.train import loss_fn
+    from engine.net.train import loss_fn
 
     class A:
         gamma, target_bpp, delta_e = 1.0, 0.3, 0.0

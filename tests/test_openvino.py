@@ -17,7 +17,7 @@ pytest.importorskip("openvino")
 
 import engine  # noqa: E402
 from engine import build as B  # noqa: E402
-from engine.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL, resolve  # noqa: E402
+from engine.net.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL, resolve  # noqa: E402
 from engine.runners import make_runner, runner_precision  # noqa: E402
 from engine.errors import ArtifactMismatch, BackendUnavailable  # noqa: E402
 from engine.runners.ort_runner import OrtRunner  # noqa: E402
@@ -25,7 +25,7 @@ from engine.runners import ov_runner  # noqa: E402
 from engine.runners.ov_runner import OvRunner, net_precisions  # noqa: E402
 from engine.runners.select import auto_backend  # noqa: E402
 from engine.runners.torch_runner import TorchRunner  # noqa: E402
-from engine.rungs import resolve_precision  # noqa: E402
+from engine.net.rungs import resolve_precision  # noqa: E402
 
 quiet = lambda *a, **k: None  # noqa: E731
 

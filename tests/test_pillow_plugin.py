@@ -147,9 +147,9 @@ def planted(tiny_root):
 def test_a_file_never_names_a_path(plugin, planted, tmp_path):
     """Item 1: a header's model name that is a path is not a model: the plugin and
     engine info refuse it as a BitstreamError and load nothing from that path."""
-    from engine import checkpoint
+    from engine.net import checkpoint
     from engine.info import describe
-    from engine.rungs import Codings
+    from engine.net.rungs import Codings
     data = _with_model_name(_codec(plugin).compress(_img()), str(planted))
     (tmp_path / "p.hnlc").write_bytes(data)
     loaded = []
@@ -178,7 +178,7 @@ def test_model_json_and_weights_must_be_regular_files_in_the_folder(tmp_path, ti
     import json
     import os
     import shutil
-    from engine import checkpoint
+    from engine.net import checkpoint
     shutil.copytree(tiny_root / "tiny", tmp_path / "m1")
     meta = json.loads((tmp_path / "m1" / "model.json").read_text())
     for weights in ("/dev/zero", "../tiny/weights.safetensors"):

@@ -14,7 +14,7 @@ import torch
 import engine
 from engine.runtime import executors as ex
 from engine.io import tiling
-from engine.model import CONFIGS, CodecNet
+from engine.net.model import CONFIGS, CodecNet
 from engine.timing import StageTimer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,7 +208,7 @@ def test_batch_api_tiles_large_images(codec, tiny_root):
 def test_tiles_fit_a_tensorrt_profile(codec, tiny_root):
     """A runner with an optimization profile (TensorRT) gets tiles that fit it, also for
     images under tile_pixels whose side is too long for the profile."""
-    from engine.export import ShapeProfile, net_profiles
+    from engine.net.export import ShapeProfile, net_profiles
     assert tiling.tile_for_runner(2048, 96, None) == 2048
     assert tiling.tile_for_runner(2048, 96, 2048) == 1856
     with pytest.raises(ValueError, match="profile"):
@@ -447,7 +447,7 @@ def test_bench_throughput_with_onnxruntime_and_baselines(tiny_root, tmp_path):
 
 def _rss_model():
     """The shipped model when it is there, else tiny (random weights)."""
-    from engine.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL
+    from engine.net.checkpoint import CHECKPOINT_DIR, DEFAULT_MODEL
     return ["--model", DEFAULT_MODEL] if (CHECKPOINT_DIR / DEFAULT_MODEL / "model.json").exists() else ["--model", "tiny"]
 
 
@@ -466,7 +466,7 @@ def test_24mp_compress_peak_rss_under_4gb():
 @pytest.mark.slow
 def test_tiled_bytes_equal_untiled_small_config_default_tiles(tmp_path):
     """The default tile size on a 2 x 2 tile image with the small config (random weights)."""
-    from engine.checkpoint import write_model_dir
+    from engine.net.checkpoint import write_model_dir
     torch.manual_seed(3)
     write_model_dir(tmp_path / "small", CodecNet(CONFIGS["small"]), {1: 0.0})
     img = _photo(2100, 2100, 7)

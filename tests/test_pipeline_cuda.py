@@ -122,7 +122,7 @@ def test_pipeline_tensorrt(tiny_root, tmp_path, monkeypatch):
     if not tensorrt_importable():
         pytest.skip("TensorRT is not installed")
     from engine import build as B
-    from engine.checkpoint import resolve
+    from engine.net.checkpoint import resolve
     q = resolve("tiny", 2, root=tiny_root)
     B.build_quality(q, "tensorrt", "fp32", tmp_path, log=lambda *a: None)
     monkeypatch.setenv("ENGINE_BUILD_DIR", str(tmp_path))
@@ -134,8 +134,8 @@ def test_pipeline_tensorrt(tiny_root, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["tiny", "small"])
 def test_activation_estimate_bounds_measured_peak(name, tmp_path):
-    from engine.checkpoint import resolve, write_model_dir
-    from engine.model import CONFIGS, CodecNet
+    from engine.net.checkpoint import resolve, write_model_dir
+    from engine.net.model import CONFIGS, CodecNet
     from engine.runners.torch_runner import TorchRunner
     torch.manual_seed(0)
     write_model_dir(tmp_path / name, CodecNet(CONFIGS[name]), {1: 0.0})
@@ -185,7 +185,7 @@ def _overlap(a, b):
 
 def test_pipeline_timeline_records_overlap(tiny_root, tmp_path):
     """Bytes equal single-image on a larger run, and the per-stage timeline for the record."""
-    from engine.checkpoint import CHECKPOINT_DIR
+    from engine.net.checkpoint import CHECKPOINT_DIR
     if (CHECKPOINT_DIR / "small" / "model.json").exists():
         kw = dict(model="small")
         shape = (512, 768)

@@ -17,7 +17,7 @@ import engine
 from engine.runtime import stages
 from engine.format import bitstream, lanes, lanes_reference
 from engine.format.context_coder import Tables
-from engine.model import ModelConfig
+from engine.net.model import ModelConfig
 from kernels import pack_triton, reference
 from test_lanes import body_of, extreme_tables, masked, packed_of, random_case, random_tables
 
@@ -264,7 +264,7 @@ def test_triton_decode_reports_a_corrupt_lane_per_item():
 
 
 def test_coder_and_precision_choices(monkeypatch):
-    from engine.rungs import resolve_precision
+    from engine.net.rungs import resolve_precision
     assert lanes.resolve_coder(None, "cpu") == "native"
     assert lanes.resolve_coder("auto", "cuda:0") == "triton"
     assert lanes.resolve_coder("native", "cuda") == "native"

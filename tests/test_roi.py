@@ -170,7 +170,7 @@ def tiny_graphs(tmp_path_factory, tiny_root):
     """The tiny model's q1 built for ONNX Runtime and, where installed, OpenVINO (fp32)."""
     pytest.importorskip("onnxruntime")
     from engine import build
-    from engine.checkpoint import resolve
+    from engine.net.checkpoint import resolve
     out = tmp_path_factory.mktemp("roi_graphs")
     backends = ["onnxruntime"]
     try:
@@ -289,7 +289,7 @@ def test_effort_one_on_a_tiny_image(tiny_root):
 
 
 def test_search_starts_from_the_boosted_map_and_weighs_the_region(tiny_root, monkeypatch):
-    from engine import search as S
+    from engine.net import search as S
     from engine.io.planes import preprocess
     from engine.runtime.stages import searcher
     codec = _codec(tiny_root, quality=2)

@@ -1,4 +1,4 @@
-"""effort > 0: the per-image code search (engine/search.py) and where it is wired in."""
+"""effort > 0: the per-image code search (engine/net/search.py) and where it is wired in."""
 import json
 import shutil
 
@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 import engine
-from engine import checkpoint
+from engine.net import checkpoint
 from engine.format import bitstream, context_coder as entropy
 from engine.io.planes import preprocess
 from engine.eval import psnr_rgb
-from engine import search as S
-from engine.search import MAX_EFFORT, CodeSearch, check_effort, lr_factor, ms_ssim, ms_ssim_reference, rung_slope
+from engine.net import search as S
+from engine.net.search import MAX_EFFORT, CodeSearch, check_effort, lr_factor, ms_ssim, ms_ssim_reference, rung_slope
 
 
 def _image(h=48, w=64, seed=0):
@@ -223,7 +223,7 @@ def test_rung_slope_reads_the_ladder(tiny_root, tmp_path):
         meta["qualities"][k].update(val_bpp_context=b, val_psnr_rgb=p)
     meta_path.write_text(json.dumps(meta))
     s = [rung_slope(checkpoint.resolve("tiny", q, root=tmp_path)) for q in (1, 2, 3)]
-    from engine import search
+    from engine.net import search
     assert s == pytest.approx([search.SLOPE_SCALE * x for x in (20.0, 10.0, 5.0)])
     meta["qualities"]["2"]["search_slope"] = 7.5
     meta_path.write_text(json.dumps(meta))
@@ -234,8 +234,8 @@ def test_search_pursues_the_models_metric(tiny_root, tmp_path):
     """Issue #29: a model trained for MS-SSIM is searched with MS_SSIM_WEIGHT_PERCEPTUAL,
     an MSE model with MS_SSIM_WEIGHT; model.json's "search_ms_ssim_weight" overrides; and
     the codec's search (effort > 0) carries the weight its rung's model asks for."""
-    from engine import search
-    from engine.search import rung_ms_ssim_weight
+    from engine.net import search
+    from engine.net.search import rung_ms_ssim_weight
     shutil.copytree(tiny_root / "tiny", tmp_path / "tiny")
     meta_path = tmp_path / "tiny" / "model.json"
     meta = json.loads(meta_path.read_text())

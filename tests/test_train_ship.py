@@ -1,4 +1,4 @@
-"""engine.train -> engine.ship -> Codec, end to end on a tiny config."""
+"""engine.net.train -> engine.net.ship -> Codec, end to end on a tiny config."""
 import json
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 import engine
-from engine import ship, train
+from engine.net import ship, train
 
 
 def _images(folder, n, shape, rng):

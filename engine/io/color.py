@@ -101,7 +101,7 @@ _WHITE_D65 = (0.95047, 1.0, 1.08883)
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) sRGB in [0, 1] -> CIELAB (L in 0..100), differentiable: training's
-    colour term (engine.train --delta-e), where a Euclidean distance is ΔE76.  The
+    colour term (engine.net.train --delta-e), where a Euclidean distance is ΔE76.  The
     evaluation's ΔE00 is scikit-image's (engine/eval.py), not this."""
     rgb = rgb.clamp(0, 1)
     lin = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).clamp_min(1e-8) ** 2.4, rgb / 12.92)

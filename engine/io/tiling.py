@@ -48,7 +48,7 @@ GRID = 16
 
 
 # ---------------------------------------------------------------------------
-# Receptive fields, counted from the config (mirrors engine/model.py)
+# Receptive fields, counted from the config (mirrors engine/net/model.py)
 # ---------------------------------------------------------------------------
 # Units: full-resolution pixels.  A position on a grid of stride j covers j x j
 # pixels.  How far an output reaches beyond the pixels it covers grows per layer:
@@ -70,7 +70,7 @@ def _res(j: int, count: int = 1) -> int:
 
 
 def encoder_extent(cfg) -> dict[str, int]:
-    """Per-stream extents (pixels) of :class:`engine.model.Encoder`."""
+    """Per-stream extents (pixels) of :class:`engine.net.model.Encoder`."""
     b = cfg.blocks
     y = (0                       # PixelUnshuffle(2)            -> grid 2
          + _conv(2) + _res(2)    # conv(4, c1), ResBlock(c1)
@@ -89,7 +89,7 @@ def encoder_extent(cfg) -> dict[str, int]:
 
 
 def decoder_extent(cfg) -> dict[str, int]:
-    """Per-input extents (pixels) of :class:`engine.model.Decoder`: how far an output
+    """Per-input extents (pixels) of :class:`engine.net.model.Decoder`: how far an output
     pixel reaches into the latents ("bits"/"levels" at 1/8, "cbits" at 1/16)."""
     b = cfg.blocks
     y8 = _conv(8) + _res(8, b)                    # y8: conv(n+1, c3), blocks x ResBlock

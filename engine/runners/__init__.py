@@ -1,6 +1,6 @@
 """Backends that run the networks, one small runner each behind one interface.
 
-A runner is built for one checkpoint quality (:class:`engine.checkpoint.Quality`)
+A runner is built for one checkpoint quality (:class:`engine.net.checkpoint.Quality`)
 and exposes::
 
     encode(ycc)                 # (B,3,H,W) float32 YCbCr in [0,1], H,W multiples of 16

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .. import settings
-from ..export import IO_NAMES, check_io_names, output_shapes
+from ..net.export import IO_NAMES, check_io_names, output_shapes
 from ..errors import BackendUnavailable
 from .base import GraphRunner
 

@@ -46,7 +46,7 @@ import threading
 import numpy as np
 import torch
 
-from ..export import IO_NAMES, check_io_names, output_shapes
+from ..net.export import IO_NAMES, check_io_names, output_shapes
 from ..errors import BackendUnavailable
 from .base import GraphRunner
 

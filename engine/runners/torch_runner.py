@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from .. import settings
-from ..checkpoint import load_net
+from ..net.checkpoint import load_net
 from .base import Runner
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}

@@ -2,7 +2,7 @@
 
 Thin by design: TensorRT objects are created here, every decision (IO names,
 output shapes, profile bounds, dtypes) comes from plain functions in
-:mod:`engine.export` and :mod:`engine.trt_build`.
+:mod:`engine.net.export` and :mod:`engine.trt_build`.
 
 Execution: torch CUDA tensors are bound by address (``set_tensor_address`` with
 ``data_ptr()``) and the engine is enqueued with ``execute_async_v3`` on torch's
@@ -20,7 +20,7 @@ import threading
 
 import torch
 
-from ..export import IO_NAMES, check_io_names, check_shape_in_profile, output_shapes
+from ..net.export import IO_NAMES, check_io_names, check_shape_in_profile, output_shapes
 from ..trt_build import (TRT_NO_CUDA, deserialize_engine, engine_io, import_tensorrt, tensorrt_environment,
                          torch_dtype_name)
 from ..errors import BackendUnavailable

@@ -10,7 +10,7 @@ waiting on 15 GIL-bound coding threads (bench/results/gpu-nvidia-h100/README.md)
 * ``"threads"``: a thread pool (no start-up cost; right for a 2-core CPU machine,
   where the network already uses both cores).
 * ``"processes"``: spawned worker processes, each holding only the model's codings
-  (config, entropy tables, stream ids: engine/rungs.py), no network.  Same functions,
+  (config, entropy tables, stream ids: engine/net/rungs.py), no network.  Same functions,
   so the bytes are the same; the workers are started once per ``Codec`` and reused
   until ``codec.close()``.
 * ``"auto"`` (default): threads when the codec writes bitstream v2 with the native
@@ -36,7 +36,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 from .. import settings
 from ..format import registry
-from ..rungs import Codings
+from ..net.rungs import Codings
 
 KINDS = settings.CHOICES["entropy_pool"]
 

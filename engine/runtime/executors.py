@@ -49,7 +49,7 @@ def activation_bytes(cfg, height: int, width: int, op: str = "encode", dtype_byt
     """Estimated peak device bytes of one padded ``height x width`` image through the
     encoder (``op="encode"``) or the decoder (``"decode"``), eager execution.
 
-    Counted in elements per pixel (P = height x width), following engine/model.py:
+    Counted in elements per pixel (P = height x width), following engine/net/model.py:
     a ResBlock holds its input, the conv output and the ReLU output at once, so a
     stage of C channels on a grid of stride s peaks at 3 C P / s^2.
 

@@ -94,10 +94,10 @@ def lazy_planes(settings, rung, rgbs: list, multiple: int) -> bool:
 
 
 def searcher(rung):
-    """The rung's code search (engine/search.py), built on first use."""
+    """The rung's code search (engine/net/search.py), built on first use."""
     if rung.search is None:
-        from .. import checkpoint
-        from ..search import CodeSearch, rung_ms_ssim_weight, rung_slope
+        from ..net import checkpoint
+        from ..net.search import CodeSearch, rung_ms_ssim_weight, rung_slope
         net = checkpoint.load_net(rung.q).to(rung.runner.device)
         rung.search = CodeSearch(net, rung.tables, rung_slope(rung.q), rung_ms_ssim_weight(rung.q))
     return rung.search

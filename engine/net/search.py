@@ -26,7 +26,7 @@ output, the search optimises with Adam
   so the search chooses the levels by rate and distortion too.
 * s (dB per bpp) is the rung's own: the slope of the effort-0 ladder at this rung,
   dPSNR/dbpp between its neighbours, from the held-out training images' numbers
-  that ``engine.ship`` records in model.json (never Kodak).  Bits cost what the
+  that ``engine.net.ship`` records in model.json (never Kodak).  Bits cost what the
   ladder pays for them, so a gain is not bought with a bigger file alone; an
   explicit ``"search_slope"`` in a rung's entry overrides it.
 
@@ -65,10 +65,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import importance
-from .format import context_coder
-from . import roi as roi_mod     # the name roi is run()'s argument
-from .io.color import ycbcr_to_rgb
+from .. import importance
+from ..format import context_coder
+from .. import roi as roi_mod     # the name roi is run()'s argument
+from ..io.color import ycbcr_to_rgb
 from .model import CodecNet, binarize
 
 MAX_EFFORT = 9
@@ -178,7 +178,7 @@ SLOPE_SCALE = 3.0
 
 
 def rung_slope(q) -> float:
-    """The price of a bit at rung ``q`` (an engine.checkpoint.Quality), in dB per bpp: the
+    """The price of a bit at rung ``q`` (an engine.net.checkpoint.Quality), in dB per bpp: the
     rung's ``"search_slope"`` when model.json sets one, else SLOPE_SCALE x its ladder slope."""
     if "search_slope" in q.meta:
         return float(q.meta["search_slope"])

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, settings
-from .format import context_coder
-from .errors import BitstreamError
+from . import checkpoint
+from .. import settings
+from ..format import context_coder
+from ..errors import BitstreamError
 from .model import ModelConfig
 
 
@@ -100,7 +101,7 @@ class Rung:
     q: checkpoint.Quality
     coding: Coding
     runner: object
-    search: object = None     # engine.search.CodeSearch, made on the first effort > 0 call
+    search: object = None     # engine.net.search.CodeSearch, made on the first effort > 0 call
 
     @property
     def tables(self) -> context_coder.Tables:
@@ -139,7 +140,7 @@ def resolve_precision(precision: str | None, backend: str, device) -> str:
 def resolve_compile(compile: str | None, backend: str) -> str:
     """``compile``/``ENGINE_TORCH_COMPILE`` -> a TorchRunner compile mode ("off" unless
     asked: it is measured on the card before it becomes anyone's default)."""
-    from .runners.torch_runner import COMPILE_MODES
+    from ..runners.torch_runner import COMPILE_MODES
     c = settings.pick(compile, "ENGINE_TORCH_COMPILE", "off")
     if c not in COMPILE_MODES:
         raise ValueError(f"compile/ENGINE_TORCH_COMPILE must be one of {COMPILE_MODES}, got {c!r}")
@@ -164,7 +165,7 @@ class Rungs:
         return self.codings.model
 
     def get(self, quality: int | None, decode: bool = False) -> Rung:
-        from .runners import make_runner
+        from ..runners import make_runner
         q = self.codings.resolve(quality, decode)
         r = self.loaded.get(q.quality)
         if r is None:

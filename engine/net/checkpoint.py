@@ -19,10 +19,10 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from .io.atomic import atomic_write_bytes     # model.json; eval.py and eval_page.py import it from here
+from ..io.atomic import atomic_write_bytes     # model.json
 from .model import CodecNet, ModelConfig
 
-CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+CHECKPOINT_DIR = Path(__file__).parent.parent / "checkpoints"     # engine/checkpoints/
 # small16: the small model with 16 colour codes, trained to keep every colour (issue #29).
 # "small" (8 colour codes) stays installed: its files decode with Codec(model="small").
 DEFAULT_MODEL = "small16"
@@ -127,7 +127,7 @@ def model_for(metric: str | None = None, model: str | None = None,
 
 
 def _read_meta(model_dir: Path) -> dict:
-    from .io.imageio import open_regular
+    from ..io.imageio import open_regular
     try:
         with open_regular(model_dir / "model.json") as f:     # not a FIFO, a device, a folder
             raw = f.read(META_MAX_BYTES + 1)
@@ -167,7 +167,7 @@ def weights_hasher(path: Path):
     modification time): every codec, rung and decode resolves its checkpoint, and a
     shipped file is megabytes.  Returns a copy, for the caller to extend.  Only a
     regular file is read (not a FIFO, or a device such as /dev/zero)."""
-    from .io.imageio import open_regular
+    from ..io.imageio import open_regular
     try:
         st = path.stat()
         key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
