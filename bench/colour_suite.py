@@ -120,9 +120,10 @@ def table(results: dict) -> str:
 
 
 def main(argv=None):
+    from engine.settings import available_backends
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="comma list of installed models (default: the default model)")
-    ap.add_argument("--backend", default="torch")
+    ap.add_argument("--backend", default="torch", choices=available_backends())
     ap.add_argument("--effort", default="0", help="comma list of efforts (engine/net/search.py)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)

@@ -23,13 +23,14 @@ from engine.net.search import STEPS
 
 
 def main(argv=None):
+    from engine.settings import available_backends
     import engine
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
     ap.add_argument("--efforts", default="0,1,2,4,6,9")
     ap.add_argument("--quality", type=int, default=4)
     ap.add_argument("--limit", type=int, default=1)
-    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--backend", default="auto", choices=available_backends())
     ap.add_argument("--out", default=None, help="results path without suffix (default bench/results/effort-time-<cpu>)")
     args = ap.parse_args(argv)
     paths = list_images(args.data)[: args.limit]

@@ -34,11 +34,12 @@ def evaluate(model: str, paths, backend: str) -> dict:
 
 
 def main(argv=None):
+    from engine.settings import available_backends
     ap = argparse.ArgumentParser(prog="python -m bench.kodak_models", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="small,small16")
     ap.add_argument("--data", default="../shared/data/kodak")
-    ap.add_argument("--backend", default="torch")
+    ap.add_argument("--backend", default="torch", choices=available_backends())
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json")
     args = ap.parse_args(argv)

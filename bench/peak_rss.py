@@ -83,6 +83,7 @@ def black_png(path, h: int, w: int) -> None:
 
 
 def main(argv=None) -> dict:
+    from engine.settings import available_backends
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="default: the shipped default model")
     ap.add_argument("--model-dir", default=None)
@@ -91,7 +92,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--size", default="6000x4000", help="WxH")
     ap.add_argument("--tile-pixels", type=int, default=None, help="tile above this many pixels (0: never)")
     ap.add_argument("--tile-size", type=int, default=None)
-    ap.add_argument("--backend", default="torch")
+    ap.add_argument("--backend", default="torch", choices=available_backends())
     ap.add_argument("--decompress", action="store_true", help="also decompress and check the size")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--input", default="synthetic", choices=["synthetic", "black-png", "bomb"],

@@ -291,13 +291,14 @@ def write(out: Path, name: str, info: dict, images: dict, keys: list[str]) -> No
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None) -> int:
+    from engine.settings import available_backends
     ap = argparse.ArgumentParser(prog="python -m bench.roi", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "train"))
     ap.add_argument("--holdout", type=int, default=20)
     ap.add_argument("--limit", type=int, default=None, help="the first N held-out images only")
     ap.add_argument("--model", default=None)
-    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--backend", default="auto", choices=available_backends())
     ap.add_argument("--quality", default="2,3", help="the ROI files' rungs")
     ap.add_argument("--boosts", default="1,2")
     ap.add_argument("--fit", action="store_true", help="also the max_bytes comparison (slower)")

@@ -107,12 +107,13 @@ def cli_round(checkout: Path, data: str, quality, backend: str, entropy: str | N
 
 
 def main(argv=None) -> dict:
+    from engine.settings import available_backends
     ap = argparse.ArgumentParser(prog="python -m bench.versus", description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", required=True, help="the old checkout")
     ap.add_argument("--after", default=str(REPO))
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "kodak"))
     ap.add_argument("--quality", type=int, default=None)
-    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--backend", default="auto", choices=available_backends())
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--cli", action="store_true")

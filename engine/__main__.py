@@ -71,7 +71,6 @@ class _Interrupts:
 
 
 def _parser():
-    from .net.checkpoint import METRICS
     from .settings import CHOICES
     prog = "hnlc" if Path(sys.argv[0]).name == "hnlc" else "python -m engine"   # the console script, or -m
     ap = argparse.ArgumentParser(prog=prog, description=__doc__,
@@ -85,7 +84,7 @@ def _parser():
         p.add_argument("--model", default=None)
         p.add_argument("--model-dir", default=None, help="folder holding model folders (default: shipped)")
         if name == "compress":
-            p.add_argument("--metric", default=None, choices=list(METRICS),
+            p.add_argument("--metric", default=None, choices=CHOICES["metric"],
                            help="the model trained for this metric (default mse; --model names one)")
         p.add_argument("--backend", default="auto", choices=CHOICES["backend"])
         p.add_argument("--kernels", default=None, choices=CHOICES["kernels"], help="default ENGINE_KERNELS, else auto")

@@ -17,7 +17,7 @@ from .io.atomic import atomic_write_bytes
 
 ARTIFACT_FORMAT = 1          # bump when the export code changes what a build produces
 MANIFEST = "manifest.json"
-BUILD_BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "torch")
+BUILD_BACKENDS = settings.available_backends()     # what python -m engine.build builds for
 BUILD_DIR_ENV = "ENGINE_BUILD_DIR"
 
 # How each backend's graphs write pixel (un)shuffles (export.shuffles_as_convolutions).

@@ -29,7 +29,7 @@ from .errors import BitstreamError
 from .runtime.executors import CUDA, InlineExecutor, StreamExecutor
 from .io.imageio import COLOR_GRAY, check_batch, max_pixels_setting, to_rgb
 from .net.rungs import Rungs
-from .settings import Settings, tile_pixels_setting, tile_size_setting
+from .settings import Settings, check_choices, tile_pixels_setting, tile_size_setting
 from .runners import BackendUnavailable
 
 
@@ -41,7 +41,7 @@ class Codec:
     model     a shipped model name (``engine.net.checkpoint.list_models()``; default: the model
               for ``metric``)
     metric    "mse" (default) or "ms-ssim": the installed model trained for it
-              (``engine.net.checkpoint.available_metrics()``); files of another model decode with
+              (``engine.net.checkpoint.installed_metrics()``); files of another model decode with
               ``Codec(model=NAME)``, and the error a file of another model raises names it
     backend   "auto" | "torch" | "onnxruntime" | "openvino" | "tensorrt" (auto: engine/runners/select.py;
               OpenVINO in bf16 where the CPU has bf16 matrix units and it is built)
@@ -91,10 +91,10 @@ class Codec:
 
         from .net.search import check_effort
         self.effort = check_effort(effort)
-        if entropy not in bitstream.ENTROPY_NAMES:
-            raise ValueError(f"entropy must be one of {sorted(bitstream.ENTROPY_NAMES)}, got {entropy!r}")
-        if entropy_pool is not None and entropy_pool not in entropy_pools.KINDS:
-            raise ValueError(f"entropy_pool must be one of {entropy_pools.KINDS}, got {entropy_pool!r}")
+        # every named choice against its registry (engine/settings.py), before anything loads
+        named = check_choices(backend=backend, kernels=kernels, coder=coder, precision=precision, compile=compile,
+                              entropy_pool=entropy_pool, entropy=entropy, metric=metric)
+        entropy, entropy_pool, metric = named["entropy"], named["entropy_pool"], named["metric"]
         self.entropy_mode = bitstream.ENTROPY_NAMES[entropy]
         self.entropy_name = entropy
         self.entropy_pool = entropy_pool

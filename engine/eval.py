@@ -30,11 +30,11 @@ import torch
 from PIL import Image
 
 from .data import list_images, load_rgb
+from .settings import available_entropy_modes, available_metrics
 
 # Per image and per curve point: what is averaged (CompressAI's names where it has one).
 QUALITY_KEYS = ["psnr-rgb", "ms-ssim-rgb", "delta-e00", "psnr-y", "psnr-cb", "psnr-cr"]
 MEAN_KEYS = ["bytes", "bpp", *QUALITY_KEYS, "encoding_time", "decoding_time"]
-METRICS = ("mse", "ms-ssim")   # what a model is trained for (model.json "metric"; mse when unsaid)
 
 
 def machine() -> str:
@@ -238,10 +238,10 @@ def _args(argv):
     ap.add_argument("--model", default=None, help="the model for its metric's curve (default: the shipped one)")
     ap.add_argument("--model-dir", default=None, help="folder holding model folders (default: shipped)")
     ap.add_argument("--metric", default="mse",
-                    help="comma list of metrics, a curve each, from the model trained for it (mse, ms-ssim)")
+                    help="comma list of metrics, a curve each, from the model trained for it (" + ", ".join(available_metrics()) + ")")
     ap.add_argument("--quality", default=None, help="comma list (default: all)")
     ap.add_argument("--backend", default="auto")
-    ap.add_argument("--entropy", default="rans", choices=["rans", "context", "none"])
+    ap.add_argument("--entropy", default="rans", choices=available_entropy_modes())
     ap.add_argument("--limit", type=int, default=0, help="first N images only")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--anchors", default=None, help="folder of CompressAI-schema JSON to plot")
@@ -255,9 +255,9 @@ def _args(argv):
     ap.add_argument("--effort-quality", default=None,
                     help="comma list: run efforts > 0 at these qualities only (the search is slow on a CPU)")
     args = ap.parse_args(argv)
-    bad = [m for m in args.metric.split(",") if m not in METRICS]
+    bad = [m for m in args.metric.split(",") if m not in available_metrics()]
     if bad:
-        ap.error(f"--metric: unknown {bad}; one of {list(METRICS)}")
+        ap.error(f"--metric: unknown {bad}; one of {list(available_metrics())}")
     return args
 
 

@@ -43,6 +43,7 @@ import threading
 
 from PIL import Image, ImageFile
 
+from . import settings
 from .format import MAGIC
 
 FORMAT = "HNLC"
@@ -177,6 +178,7 @@ def save_handler(im, fp, filename) -> None:
     module docstring).  Options: quality, effort, max_bytes, target_bpp, entropy, model,
     roi, roi_boost; Pillow's other save options do not apply and are ignored."""
     info = im.encoderinfo
+    settings.check_choices(entropy=info.get("entropy"), metric=info.get("metric"))     # by the registries
     codec = codec_for(**{k: info.get(k) for k in SETTINGS})
     fp.write(codec.compress(im, max_bytes=info.get("max_bytes"), target_bpp=info.get("target_bpp"),
                             roi=info.get("roi"), roi_boost=info.get("roi_boost")))
@@ -232,6 +234,9 @@ def register(**codec_options) -> None:
         unknown = set(codec_options) - set(inspect.signature(Codec).parameters)
         if unknown:
             raise TypeError(f"register_pillow: {sorted(unknown)} are not engine.Codec arguments")
+        # the named choices (backend, coder, precision, ...) by their registries, now rather
+        # than at the first open or save
+        settings.check_choices(**{k: v for k, v in codec_options.items() if k in settings.CODEC_CHOICES})
     with _lock:
         old = list(_codecs.values())
         _codecs.clear()

@@ -18,14 +18,9 @@ from . import reference
 
 from engine import settings
 
-KERNEL_CHOICES = settings.CHOICES["kernels"]
-
 
 def kernel_choice(name: str | None = None) -> str:
-    name = settings.pick(name, "ENGINE_KERNELS", "auto")
-    if name not in KERNEL_CHOICES:
-        raise ValueError(f"ENGINE_KERNELS/kernels must be one of {KERNEL_CHOICES}, got {name!r}")
-    return name
+    return settings.check("kernels", settings.pick(name, "ENGINE_KERNELS", "auto"), "ENGINE_KERNELS/kernels")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def jpeg_q10():
 def _models() -> list[str]:
     """The model each metric's codec runs (the default for mse; the perceptual one for
     ms-ssim when installed): every model a user gets by metric=."""
-    return sorted({checkpoint.model_for(m) for m in checkpoint.available_metrics()})
+    return sorted({checkpoint.model_for(m) for m in checkpoint.installed_metrics()})
 
 
 def _rungs(model: str) -> list:

@@ -16,7 +16,7 @@ def test_every_format_has_the_interface():
         for name in ("finish", "to_host", "serialize", "parse", "to_device"):
             assert callable(getattr(f, name)), (f.name, name)
         assert isinstance(f.host_entropy, bool) and f.upload and f.coder in ("native", "triton")
-    assert registry.available() == ["v1-raw", "v1-context", "v2-lanes", "v2-lanes-triton"]
+    assert registry.available_formats() == ["v1-raw", "v1-context", "v2-lanes", "v2-lanes-triton"]
 
 
 @pytest.mark.parametrize("entropy,coder,name", [

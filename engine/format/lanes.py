@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from .context_coder import Tables
 
 DEFAULT_TILE = 48
-CODERS = settings.CHOICES["coder"]
 
 _NATIVE = None
 _LOCK = threading.Lock()
@@ -133,9 +132,7 @@ def resolve_coder(name: str | None, device) -> str:
     """``coder``/``ENGINE_CODER`` -> "native" or "triton" for networks on ``device``.  An
     unknown name is an error, never a silent fallback; "triton" on the CPU needs the
     Triton interpreter (the kernels say so when they run)."""
-    name = settings.pick(name, "ENGINE_CODER", "auto")
-    if name not in CODERS:
-        raise ValueError(f"coder/ENGINE_CODER must be one of {CODERS}, got {name!r}")
+    name = settings.check("coder", settings.pick(name, "ENGINE_CODER", "auto"), "coder/ENGINE_CODER")
     if name == "auto":
         return "triton" if str(device).startswith("cuda") and importlib.util.find_spec("triton") else "native"
     return name

@@ -17,7 +17,7 @@ FORMATS = {(f.version, f.entropy, f.coder): f for f in (
 )}
 
 
-def available() -> list[str]:
+def available_formats() -> list[str]:
     """The formats' names, as CompressAI's available_entropy_coders() lists its coders."""
     return [f.name for f in FORMATS.values()]
 

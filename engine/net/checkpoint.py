@@ -19,6 +19,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from .. import settings
 from ..io.atomic import atomic_write_bytes     # model.json
 from .model import CodecNet, ModelConfig
 
@@ -26,9 +27,6 @@ CHECKPOINT_DIR = Path(__file__).parent.parent / "checkpoints"     # engine/check
 # small16: the small model with 16 colour codes, trained to keep every colour (issue #29).
 # "small" (8 colour codes) stays installed: its files decode with Codec(model="small").
 DEFAULT_MODEL = "small16"
-# What a model is trained for (model.json "metric"; mse when unsaid), as CompressAI's
-# ``metric=``: Codec(metric=...) picks the installed model trained for it.
-METRICS = ("mse", "ms-ssim")
 
 
 def save_weights(net: CodecNet, path: str | os.PathLike, dtype=None) -> None:
@@ -100,10 +98,11 @@ def model_metric(model: str, root: str | os.PathLike | None = None) -> str:
     return _read_meta(Path(root or CHECKPOINT_DIR) / check_model_name(model)).get("metric", "mse")
 
 
-def available_metrics(root: str | os.PathLike | None = None) -> list[str]:
-    """The metrics some installed model is trained for."""
+def installed_metrics(root: str | os.PathLike | None = None) -> list[str]:
+    """The metrics (of :func:`engine.settings.available_metrics`) some installed model is
+    trained for."""
     have = {model_metric(m, root) for m in list_models(root)}
-    return [m for m in METRICS if m in have]
+    return [m for m in settings.available_metrics() if m in have]
 
 
 def model_for(metric: str | None = None, model: str | None = None,
@@ -111,8 +110,8 @@ def model_for(metric: str | None = None, model: str | None = None,
     """The model a codec runs: ``model`` when named (its metric must agree with ``metric``
     when both are given), else the default model when it is trained for ``metric``
     (default mse), else the first installed model that is."""
-    if metric is not None and metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; one of {list(METRICS)}")
+    if metric is not None:
+        metric = settings.check("metric", metric)
     if model is not None:
         if metric is not None and model_metric(model, root) != metric:
             raise ValueError(f"model {model!r} is trained for {model_metric(model, root)}, not {metric}")
@@ -123,7 +122,7 @@ def model_for(metric: str | None = None, model: str | None = None,
     for name in ordered:
         if model_metric(name, root) == metric:
             return name
-    raise ValueError(f"no installed model is trained for {metric}; metrics available: {available_metrics(root)}")
+    raise ValueError(f"no installed model is trained for {metric}; metrics available: {installed_metrics(root)}")
 
 
 def _read_meta(model_dir: Path) -> dict:

@@ -112,8 +112,6 @@ class Rung:
         return self.coding.stream_id
 
 
-PRECISIONS = settings.CHOICES["precision"]
-
 
 def resolve_precision(precision: str | None, backend: str, device) -> str:
     """``precision``/``ENGINE_PRECISION`` -> "fp32", "fp16", "bf16" or "auto".  auto: fp16
@@ -122,9 +120,7 @@ def resolve_precision(precision: str | None, backend: str, device) -> str:
     "auto", for the backend to resolve (OpenVINO: bf16 where the CPU has bf16 matrix
     units; every other runner: fp32); fp32 everywhere else.  fp32 stays the reference
     (README, "Precision").  bf16 is the openvino backend's only."""
-    p = settings.pick(precision, "ENGINE_PRECISION", "auto")
-    if p not in PRECISIONS:
-        raise ValueError(f"precision/ENGINE_PRECISION must be one of {PRECISIONS}, got {p!r}")
+    p = settings.check("precision", settings.pick(precision, "ENGINE_PRECISION", "auto"), "precision/ENGINE_PRECISION")
     b = (backend or "auto").lower()
     if p == "bf16" and b not in ("auto", "openvino"):
         raise ValueError(f"precision 'bf16' is for the openvino backend, not {backend!r}")
@@ -140,10 +136,7 @@ def resolve_precision(precision: str | None, backend: str, device) -> str:
 def resolve_compile(compile: str | None, backend: str) -> str:
     """``compile``/``ENGINE_TORCH_COMPILE`` -> a TorchRunner compile mode ("off" unless
     asked: it is measured on the card before it becomes anyone's default)."""
-    from ..runners.torch_runner import COMPILE_MODES
-    c = settings.pick(compile, "ENGINE_TORCH_COMPILE", "off")
-    if c not in COMPILE_MODES:
-        raise ValueError(f"compile/ENGINE_TORCH_COMPILE must be one of {COMPILE_MODES}, got {c!r}")
+    c = settings.check("compile", settings.pick(compile, "ENGINE_TORCH_COMPILE", "off"), "compile/ENGINE_TORCH_COMPILE")
     if c != "off" and (backend or "auto") not in ("auto", "torch"):
         raise ValueError(f"compile={c!r} is for the torch backend, not {backend!r}")
     return c

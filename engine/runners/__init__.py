@@ -17,8 +17,6 @@ from .. import settings
 from ..errors import ArtifactMismatch, BackendUnavailable  # noqa: F401 - the runners' errors, importable here
 from .base import Runner  # noqa: F401
 
-BACKENDS = settings.CHOICES["backend"]
-
 
 def runner_precision(backend: str, precision: str | None) -> str:
     """A codec's precision ("auto" = the backend's own default) -> what the runner gets:
@@ -33,9 +31,7 @@ def runner_precision(backend: str, precision: str | None) -> str:
 
 
 def make_runner(q, backend: str = "auto", device: str | None = None, **kw) -> Runner:
-    backend = (backend or "auto").lower()
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    backend = settings.check("backend", backend or "auto")
     precision = kw.get("precision") or "fp32"
     if backend == "auto":
         from .select import auto_backend, fallback_note

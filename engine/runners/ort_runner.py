@@ -66,7 +66,7 @@ def choose_providers(device: str | None, providers, available, cuda_visible: boo
     return dev, [CPU_EP]
 
 
-SPIN_MODES = settings.CHOICES["ort_spin"]
+SPIN_MODES = settings.available("ort_spin")
 SHRINK_PIXELS = 1 << 21     # runs on images of this many pixels or more release their arena memory at the end
 
 

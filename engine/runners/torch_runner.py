@@ -26,7 +26,7 @@ from ..net.checkpoint import load_net
 from .base import Runner
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-COMPILE_MODES = settings.CHOICES["compile"]
+COMPILE_MODES = settings.available_compile_modes()
 
 
 class TorchRunner(Runner):

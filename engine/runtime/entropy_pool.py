@@ -38,8 +38,6 @@ from .. import settings
 from ..format import registry
 from ..net.rungs import Codings
 
-KINDS = settings.CHOICES["entropy_pool"]
-
 
 def spawn_safe() -> bool:
     """True when spawned workers will not re-run the user's top-level code: the program
@@ -51,9 +49,8 @@ def spawn_safe() -> bool:
 def resolve_kind(kind: str | None, on_cuda: bool, gil_free: bool = False) -> str:
     """``gil_free``: the coder releases the GIL (bitstream v2's native coder), so
     threads scale and "auto" never spawns processes."""
-    kind = kind or settings.env("ENGINE_ENTROPY_POOL", "auto")
-    if kind not in KINDS:
-        raise ValueError(f"entropy pool must be one of {KINDS}, got {kind!r}")
+    kind = settings.check("entropy_pool", kind or settings.env("ENGINE_ENTROPY_POOL", "auto"),
+                          "entropy_pool/ENGINE_ENTROPY_POOL")
     if kind == "auto":
         return ("processes" if on_cuda and not gil_free and (os.cpu_count() or 1) >= 4 and spawn_safe()
                 else "threads")
