@@ -166,7 +166,7 @@ def test_shipped_model_codes_of_kodak_crops(device, size):
     cfg = codec.config
     coding = codec.rung.coding
     imgs = kodak_crops(size=size)
-    ycc = torch.cat([stages.stage_images(stages_lane(), [im], cfg.multiple) for im in imgs])
+    ycc = torch.cat([stages.stage_images(stages_slot(), [im], cfg.multiple) for im in imgs])
     e, p, ec = codec.runner.encode(ycc)
     packeds = reference.pack(e, p, ec, cfg.n, cfg.levels)
     nat = lanes.encode(cfg, coding.tables, packeds, [False] * len(imgs), lanes.DEFAULT_TILE)
@@ -189,9 +189,9 @@ def test_shipped_model_codes_of_kodak_crops(device, size):
         np.testing.assert_array_equal(co[b].cpu().numpy(), want[2])
 
 
-def stages_lane():
-    from engine.runtime.executors import Lane
-    return Lane("cpu")
+def stages_slot():
+    from engine.runtime.executors import Slot
+    return Slot("cpu")
 
 
 def test_geometry_and_argument_checks():
