@@ -50,7 +50,7 @@ def run(args) -> dict:
     from engine.format import bitstream, lanes
     from engine.format.v2_lanes import container
     from engine.data import list_images, load_rgb
-    from engine.runtime.executors import Lane
+    from engine.runtime.executors import Slot
     from kernels import rans_triton, reference
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -66,7 +66,7 @@ def run(args) -> dict:
     by_shape: dict = {}
     for im in images:
         by_shape.setdefault(im.shape, []).append(im)
-    lane = Lane(device)
+    slot = Slot(device)
     res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (Triton interpreter)",
            "precision": codec.runner.precision, "quality": codec.quality, "images": len(images),
            "batch": args.batch, "tile": lanes.DEFAULT_TILE, "mismatched_lanes": 0, "decode_mismatches": 0,
@@ -75,7 +75,7 @@ def run(args) -> dict:
     for shape, group in by_shape.items():
         for s in range(0, len(group), args.batch):
             chunk = group[s:s + args.batch]
-            ycc = stages.stage_images(lane, chunk, cfg.multiple)
+            ycc = stages.stage_images(slot, chunk, cfg.multiple)
             with torch.inference_mode():
                 e, p, ec = codec.runner.encode(ycc)
             grays = [False] * len(chunk)

@@ -55,6 +55,7 @@ import re
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -520,7 +521,7 @@ def plot(res: dict, path: Path) -> None:
 
 # ----------------------------------------------------------------------------- main
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "kodak"))
@@ -555,33 +556,34 @@ def main(argv=None) -> dict:
                     help="the peer codes only the first N of the images in each round (0: all); times are "
                          "per image either way")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    import engine
-    from engine.net.checkpoint import DEFAULT_MODEL, resolve
-    from engine.data import list_images
-    from engine.runners.select import auto_backend
 
-    threads = args.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
-    if args.build_dir:
-        os.environ["ENGINE_BUILD_DIR"] = str(Path(args.build_dir).resolve())
-    model = args.model or DEFAULT_MODEL
-    root = Path(args.model_dir) if args.model_dir else None
-    q = resolve(model, args.quality, root=root)
-    images = load_images(args.data, args.limit)
-    image_paths = [str(p) for p in list_images(args.data)[: args.limit or None]]     # the CompressAI peer's
-    image_paths = image_paths[: args.compressai_limit or None]
-    batches = [int(b) for b in args.batches.split(",") if b.strip()]
-    wanted = args.backends.split(",") if args.backends else available_backends()
-    info = machine_info(threads)
-    res = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "command": "python -m bench.throughput " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "machine": info, "model": model, "quality": q.quality, "data": str(args.data),
-           "images": len(images), "mean_pixels": float(np.mean([a.shape[0] * a.shape[1] for _, a in images])),
-           "entropy": args.entropy, "rows": [], "skipped": {}}
+@dataclass
+class Setup:
+    """What every timed cell of a run shares."""
+    args: argparse.Namespace
+    q: object                  # the rung (engine.checkpoint.Quality)
+    model: str
+    root: Path | None
+    threads: int
+    build_dir: Path | None     # None: ENGINE_BUILD_DIR, else build/
+    images: list               # (name, rgb)
+    peer_paths: list[str]      # the CompressAI peer's images
+    entropies: list[str]       # --entropy's modes
+    compiles: list[str]        # --compile's modes
 
+
+@dataclass
+class Config:
+    """One codec the run times: a backend with one entropy mode and one compile mode."""
+    codec: object
+    entropy: str
+    compile: str
+
+
+def modes(args) -> tuple[list[str], list[str]]:
+    """--entropy and --compile -> (entropy modes, compile modes), checked."""
     entropies = [e.strip() for e in args.entropy.split(",") if e.strip()]
     for e in entropies:
         if e not in ("rans", "context", "none", "rans:native", "rans:triton"):
@@ -589,75 +591,117 @@ def main(argv=None) -> dict:
     compiles = [c.strip() for c in args.compile.split(",") if c.strip()] or ["off"]
     if len(compiles) > 1 and len(entropies) > 1:
         raise SystemExit("--compile with several modes takes one --entropy mode")
-    codecs, modes, compiled = {}, {}, {}
-    for name in wanted:
+    return entropies, compiles
+
+
+def setup(args) -> Setup:
+    from engine.net.checkpoint import DEFAULT_MODEL, resolve
+    from engine.data import list_images
+
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    model = args.model or DEFAULT_MODEL
+    root = Path(args.model_dir) if args.model_dir else None
+    q = resolve(model, args.quality, root=root)
+    images = load_images(args.data, args.limit)
+    peer_paths = [str(p) for p in list_images(args.data)[: args.limit or None]][: args.compressai_limit or None]
+    entropies, compiles = modes(args)
+    return Setup(args, q, model, root, threads, Path(args.build_dir).resolve() if args.build_dir else None,
+                 images, peer_paths, entropies, compiles)
+
+
+def make_configs(s: Setup, names: list[str], skipped: dict, log) -> dict[str, Config]:
+    """The codecs to time, by row name: each backend of ``names`` that can run here
+    (built when allowed; the others go to ``skipped``), once per entropy and compile mode."""
+    import engine
+    configs = {}
+    for name in names:
         backend, device = backend_spec(name)
         if device == "cuda" and not torch.cuda.is_available():
-            res["skipped"][name] = "no CUDA device"
+            skipped[name] = "no CUDA device"
             continue
-        why = ensure_artifacts(q, backend, args.build_dir, not args.no_build, log)
+        why = ensure_artifacts(s.q, backend, s.build_dir, not s.args.no_build, log)
         if why:
-            res["skipped"][name] = why
+            skipped[name] = why
             log(f"skipping {name}: {why}")
             continue
-        for e in entropies:
-            for c in compiles:
+        for e in s.entropies:
+            for c in s.compiles:
                 if c != "off" and backend != "torch":
                     continue
-                key = name if len(entropies) == 1 else f"{name} [{e}]"
-                if len(compiles) > 1:
+                key = name if len(s.entropies) == 1 else f"{name} [{e}]"
+                if len(s.compiles) > 1:
                     key = f"{key} [compile={c}]"
                 mode, _, coder = e.partition(":")
-                codecs[key] = engine.Codec(quality=q.quality, model=model, root=root, backend=backend, device=device,
-                                           kernels=args.kernels, entropy=mode, threads=threads, coder=coder or None,
-                                           precision=args.precision, compile=c if backend == "torch" else None)
-                modes[key], compiled[key] = e, c
-    # Backends take turns, round by round, and each cell keeps its best round: on
-    # a shared machine whose speed drifts, the ratio then compares like with like.
-    rounds = max(1, args.repeat)
+                codec = engine.Codec(quality=s.q.quality, model=s.model, root=s.root, backend=backend, device=device,
+                                     kernels=s.args.kernels, entropy=mode, threads=s.threads, coder=coder or None,
+                                     precision=s.args.precision, compile=c if backend == "torch" else None,
+                                     build_dir=s.build_dir)
+                configs[key] = Config(codec, e, c)
+    return configs
+
+
+def time_config(s: Setup, name: str, cfg: Config, batch: int, log) -> tuple[list[dict], dict]:
+    """One timed round of one codec -> (its encode and decode rows, its round trip)."""
+    rows = time_codec(cfg.codec, s.images, batch)
+    trip = {"round_trip_s_per_image": sum(r["seconds"] for r in rows) / rows[0]["images"],
+            "mean_psnr": rows[0]["mean_psnr"], "mean_bpp": rows[0]["mean_bpp"]}
+    for r in rows:
+        r["bench_backend"] = name
+        r["entropy"] = cfg.entropy
+        r["coder"] = cfg.codec.coder
+        r["precision"] = cfg.codec.runner.precision
+        r["compile"] = cfg.compile
+        if len(s.entropies) > 1:
+            r["backend"] = f"{r['backend']} [{cfg.entropy}]"
+        if len(s.compiles) > 1:
+            r["backend"] = f"{r['backend']} [compile={cfg.compile}]"
+        log(f"  {r['op']}: {r['images_per_s']:.2f} img/s, {r['megapixels_per_s']:.2f} MP/s")
+    return rows, trip
+
+
+def time_batch(s: Setup, configs: dict[str, Config], batch: int, peer_rounds: list, log) -> tuple[list, list]:
+    """Every codec at one batch size, ``--repeat`` rounds -> (each cell's best row, each
+    round's round trips by codec).  Backends take turns, round by round, and each cell
+    keeps its best round: on a shared machine whose speed drifts, the ratio then
+    compares like with like."""
+    rounds = max(1, s.args.repeat)
+    best: dict[tuple[str, str], dict] = {}
+    per_round: list[dict] = []
+    for rnd in range(rounds):
+        per_round.append({})
+        if s.args.compressai:
+            log(f"CompressAI batch {batch} round {rnd + 1}/{rounds} ...")
+            peer_rounds.append(run_compressai(s.args.compressai, s.peer_paths, s.threads))
+            per_round[-1]["CompressAI"] = peer_rounds[-1]
+        for name, cfg in configs.items():
+            log(f"{name} batch {batch} round {rnd + 1}/{rounds} ...")
+            rows, per_round[-1][name] = time_config(s, name, cfg, batch, log)
+            for r in rows:
+                key = (name, r["op"])
+                if key not in best or r["seconds"] < best[key]["seconds"]:
+                    best[key] = r
+    return list(best.values()), per_round
+
+
+def time_all(s: Setup, configs: dict[str, Config], batches: list[int], res: dict, log) -> None:
+    """Every batch size: ``res``'s rows, round trips and the CompressAI peer's rounds."""
     res["round_trips"], res["compressai"] = [], None
-    peer_rounds = []
+    peer_rounds: list[dict] = []
     for b in batches:
-        best: dict[tuple[str, str], dict] = {}
-        per_round: list[dict] = []
-        for rnd in range(rounds):
-            per_round.append({})
-            if args.compressai:
-                log(f"CompressAI batch {b} round {rnd + 1}/{rounds} ...")
-                peer_rounds.append(run_compressai(args.compressai, image_paths, threads))
-                per_round[-1]["CompressAI"] = peer_rounds[-1]
-            for name, codec in codecs.items():
-                log(f"{name} batch {b} round {rnd + 1}/{rounds} ...")
-                rows = time_codec(codec, images, b)
-                per_round[-1][name] = {"round_trip_s_per_image": sum(r["seconds"] for r in rows) / rows[0]["images"],
-                                       "mean_psnr": rows[0]["mean_psnr"], "mean_bpp": rows[0]["mean_bpp"]}
-                for r in rows:
-                    r["bench_backend"] = name
-                    r["entropy"] = modes[name]
-                    r["coder"] = codec.coder
-                    r["precision"] = codec.runner.precision
-                    r["compile"] = compiled[name]
-                    if len(entropies) > 1:
-                        r["backend"] = f"{r['backend']} [{modes[name]}]"
-                    if len(compiles) > 1:
-                        r["backend"] = f"{r['backend']} [compile={compiled[name]}]"
-                    log(f"  {r['op']}: {r['images_per_s']:.2f} img/s, {r['megapixels_per_s']:.2f} MP/s")
-                    key = (name, r["op"])
-                    if key not in best or r["seconds"] < best[key]["seconds"]:
-                        best[key] = r
-        res["rows"] += list(best.values())
-        res["round_trips"] += round_trip_ratios(per_round, list(codecs), b)
+        rows, per_round = time_batch(s, configs, b, peer_rounds, log)
+        res["rows"] += rows
+        res["round_trips"] += round_trip_ratios(per_round, list(configs), b)
     if peer_rounds:
         res["compressai"] = {k: peer_rounds[0][k] for k in ("codec", "compressai", "torch", "threads", "images")}
         res["compressai"]["rounds"] = peer_rounds
-    codecs.clear()
-    if not res["rows"]:
-        raise SystemExit("no backend ran: " + json.dumps(res["skipped"]))
-    res["mean_bpp"] = float(np.mean([r["mean_bpp"] for r in res["rows"]]))
-    # entropy modes side by side: same backend, op and batch, best rounds of one run
-    res["entropy_ratio"] = []
+
+
+def entropy_ratios(rows: list[dict], entropies: list[str]) -> list[dict]:
+    """Entropy modes side by side: same backend, op and batch, best rounds of one run."""
+    out = []
     if len(entropies) > 1:
-        by = {(r["bench_backend"], r["op"], r["batch"]): r for r in res["rows"]}
+        by = {(r["bench_backend"], r["op"], r["batch"]): r for r in rows}
         for (nm, op, b), r in sorted(by.items()):
             base = nm.rsplit(" [", 1)[0]
             if r["entropy"] != entropies[0]:
@@ -665,14 +709,17 @@ def main(argv=None) -> dict:
             for e in entropies[1:]:
                 other = by.get((f"{base} [{e}]", op, b))
                 if other:
-                    res["entropy_ratio"].append({"backend": base, "op": op, "batch": b, "modes": [entropies[0], e],
-                                                 "ratio": r["images_per_s"] / other["images_per_s"],
-                                                 "images_per_s": [r["images_per_s"], other["images_per_s"]]})
+                    out.append({"backend": base, "op": op, "batch": b, "modes": [entropies[0], e],
+                                "ratio": r["images_per_s"] / other["images_per_s"],
+                                "images_per_s": [r["images_per_s"], other["images_per_s"]]})
+    return out
 
-    # torch.compile modes side by side: same backend, op and batch, against the first mode
-    res["compile_ratio"] = []
+
+def compile_ratios(rows: list[dict], compiles: list[str]) -> list[dict]:
+    """torch.compile modes side by side: same backend, op and batch, against the first mode."""
+    out = []
     if len(compiles) > 1:
-        by = {(r["bench_backend"], r["op"], r["batch"]): r for r in res["rows"]}
+        by = {(r["bench_backend"], r["op"], r["batch"]): r for r in rows}
         for (nm, op, b), r in sorted(by.items()):
             base, _, c = nm.rpartition(" [compile=")
             if c.rstrip("]") != compiles[0]:
@@ -680,32 +727,37 @@ def main(argv=None) -> dict:
             for other_mode in compiles[1:]:
                 other = by.get((f"{base} [compile={other_mode}]", op, b))
                 if other:
-                    res["compile_ratio"].append({"backend": base, "op": op, "batch": b,
-                                                 "modes": [compiles[0], other_mode],
-                                                 "ratio": other["images_per_s"] / r["images_per_s"],
-                                                 "images_per_s": [r["images_per_s"], other["images_per_s"]]})
+                    out.append({"backend": base, "op": op, "batch": b, "modes": [compiles[0], other_mode],
+                                "ratio": other["images_per_s"] / r["images_per_s"],
+                                "images_per_s": [r["images_per_s"], other["images_per_s"]]})
+    return out
 
-    # default backend vs torch eager, same device, this run
-    dev = "cuda" if any(r["device"].startswith("cuda") for r in res["rows"]) else "cpu"
+
+def default_vs_torch(s: Setup, rows: list[dict], dev: str) -> tuple[str, list[dict]]:
+    """The default backend on ``dev`` (after the build) -> (its name, its images/s against
+    torch eager on the same device, this run)."""
+    from engine.runners.select import auto_backend
     try:
-        default = auto_backend(q, None if dev == "cuda" else "cpu", build_dir=args.build_dir,
-                               precision=args.precision or "auto")
+        default = auto_backend(s.q, None if dev == "cuda" else "cpu", build_dir=s.build_dir,
+                               precision=s.args.precision or "auto")
     except Exception as e:  # noqa: BLE001 - stale artifacts etc.
         default = f"unavailable ({e})"
-    res["default_backend"] = default
-    res["default_vs_torch"] = []
-    per = {(r["backend"], r["device"].split(":")[0], r["op"], r["batch"]): r for r in res["rows"]}
+    out = []
+    per = {(r["backend"], r["device"].split(":")[0], r["op"], r["batch"]): r for r in rows}
     for (be, d, op, b), r in sorted(per.items()):
         if be == default and d == dev and default != "torch" and ("torch", dev, op, b) in per:
-            res["default_vs_torch"].append({"op": op, "batch": b, "device": dev, "ratio":
-                                            r["images_per_s"] / per[("torch", dev, op, b)]["images_per_s"]})
+            out.append({"op": op, "batch": b, "device": dev, "ratio":
+                        r["images_per_s"] / per[("torch", dev, op, b)]["images_per_s"]})
+    return default, out
 
-    # the floor
-    mult = q.config.multiple
-    padded = float(np.mean([-(-a.shape[0] // mult) * mult * -(-a.shape[1] // mult) * mult for _, a in images]))
-    per_px = {k: v / (512 * 768) for k, v in model_gflops(q, 512, 768).items()}
+
+def add_floor(s: Setup, res: dict, dev: str) -> None:
+    """The floor: model FLOPs per padded image / the measured peak, into ``res`` and its rows."""
+    mult = s.q.config.multiple
+    padded = float(np.mean([-(-a.shape[0] // mult) * mult * -(-a.shape[1] // mult) * mult for _, a in s.images]))
+    per_px = {k: v / (512 * 768) for k, v in model_gflops(s.q, 512, 768).items()}
     gflop = {k: v * padded for k, v in per_px.items()}
-    peaks = {dev: peak_gflops(dev, args.peak_size)}
+    peaks = {dev: peak_gflops(dev, s.args.peak_size)}
     res["peak_device"] = dev
     res["peak_gflops"] = peaks[dev]
     res["floor"] = {"gflop_per_image": gflop,
@@ -713,21 +765,48 @@ def main(argv=None) -> dict:
     for r in res["rows"]:
         d = r["device"].split(":")[0]
         if d not in peaks:
-            peaks[d] = peak_gflops(d, args.peak_size)
+            peaks[d] = peak_gflops(d, s.args.peak_size)
         r["peak_gflops"] = peaks[d]
         floor_s = gflop[r["op"]] / peaks[d]
         net_s = r["stages_ms_per_image"].get("network", float("nan")) / 1e3
         r["floor_fraction_network"] = floor_s / net_s if net_s > 0 else float("nan")
         r["floor_fraction_total"] = floor_s / (r["ms_per_image"] / 1e3)
 
-    if not args.no_baselines:
-        log("baselines ...")
-        res["baselines"] = baselines(images, res["mean_bpp"], args.repeat)
 
-    stem = write_results(args.out, "throughput", info, res, markdown(res))
+def report(res: dict, out: str | Path, log) -> None:
+    """<out>/throughput-<machine>.json, .md and .png; the table on stdout."""
+    stem = write_results(out, "throughput", res["machine"], res, markdown(res))
     plot(res, stem.with_suffix(".png"))
     log(f"wrote {stem}.json/.md/.png")
     print(markdown(res))
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+    s = setup(args)
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    wanted = args.backends.split(",") if args.backends else available_backends()
+    res = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "command": "python -m bench.throughput " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "machine": machine_info(s.threads), "model": s.model, "quality": s.q.quality, "data": str(args.data),
+           "images": len(s.images), "mean_pixels": float(np.mean([a.shape[0] * a.shape[1] for _, a in s.images])),
+           "entropy": args.entropy, "rows": [], "skipped": {}}
+    configs = make_configs(s, wanted, res["skipped"], log)
+    time_all(s, configs, batches, res, log)
+    configs.clear()
+    if not res["rows"]:
+        raise SystemExit("no backend ran: " + json.dumps(res["skipped"]))
+    res["mean_bpp"] = float(np.mean([r["mean_bpp"] for r in res["rows"]]))
+    res["entropy_ratio"] = entropy_ratios(res["rows"], s.entropies)
+    res["compile_ratio"] = compile_ratios(res["rows"], s.compiles)
+    dev = "cuda" if any(r["device"].startswith("cuda") for r in res["rows"]) else "cpu"
+    res["default_backend"], res["default_vs_torch"] = default_vs_torch(s, res["rows"], dev)
+    add_floor(s, res, dev)
+    if not args.no_baselines:
+        log("baselines ...")
+        res["baselines"] = baselines(s.images, res["mean_bpp"], args.repeat)
+    report(res, args.out, log)
     return res
 
 

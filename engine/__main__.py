@@ -178,17 +178,26 @@ def _sha256(path: Path) -> str | None:
         return None
 
 
-def _written_by_codec(dst: Path, comp: bool) -> tuple[bool, str | None]:
-    """Did the codec write this existing output?  -> (yes, the source's SHA-256 for a PNG).
-    Anything unreadable or unrecognised counts as not written by the codec (a file
-    that starts with HNLC but has no valid header, too)."""
+def _is_codec_file(dst: Path) -> bool:
+    """Did the codec write this existing compressed output (a valid HNLC header)?  Anything
+    unreadable or unrecognised counts as not written by the codec (a file that starts
+    with HNLC but has no valid header, too)."""
     from .format.bitstream import HEADER_MAX, peek
     from .io.imageio import MAX_SIDE, open_regular
     try:
         with open_regular(dst) as f:
-            if comp:
-                peek(f.read(HEADER_MAX), MAX_SIDE * MAX_SIDE)
-                return True, None
+            peek(f.read(HEADER_MAX), MAX_SIDE * MAX_SIDE)
+        return True
+    except Exception:  # noqa: BLE001 - cannot tell: treat as someone else's file
+        return False
+
+
+def _png_source(dst: Path) -> tuple[bool, str | None]:
+    """Did the codec write this existing PNG?  -> (yes, the SHA-256 of the file it was
+    decoded from).  Anything unreadable or unrecognised counts as not written by the codec."""
+    from .io.imageio import open_regular
+    try:
+        with open_regular(dst) as f:
             from PIL import Image
             with Image.open(f, formats=["PNG"]) as im:
                 sha = im.info.get(PNG_SHA_KEY)
@@ -248,20 +257,217 @@ def _source_key(f: Path, settings: dict, mask: Path | None = None) -> str | None
     return hashlib.sha256(json.dumps({"source": src, "roi": roi, **settings}, sort_keys=True).encode()).hexdigest()
 
 
-def _plan(files: list[Path], out: Path, comp: bool, force: bool, name: str | None = None, key_of=None):
+# What an existing output means (a job's ``existing``), besides a failure's message.
+SKIP = "skip"       # this input's output, already done
+REDO = "redo"       # written again
+
+
+class _Compress:
+    """``compress``: images -> .hnlc files, each with a record of what made it."""
+    ext = EXT
+    input_exts = COMPRESS_EXTS
+    past = "compressed"
+
+    def __init__(self, args):
+        self.args = args
+        self.masks: dict[Path, Path | None] | None = None
+        self.keys: dict[Path, str | None] = {}
+        self.bpps: list[float] = []
+
+    def model(self) -> str | None:
+        from .net.checkpoint import model_for
+        return model_for(self.args.metric, self.args.model, self.args.model_dir)
+
+    def open(self, kw: dict):
+        """The arguments checked, then the codec."""
+        import engine
+        a = self.args
+        if a.quality is not None and (a.max_bytes is not None or a.target_bpp is not None):
+            raise ValueError("--quality and --max-bytes / --target-bpp exclude each other: a target size chooses "
+                             "the quality")
+        if a.roi_boost is not None and a.roi is None:
+            raise ValueError("--roi-boost needs --roi (the mask it boosts)")
+        if a.roi is not None and a.ray is not None:
+            raise ValueError("--roi is not supported with --ray yet: run without --ray")
+        if a.ray is not None:        # the same compress_iter, run by Ray actors (engine/ray_data.py)
+            from .ray_data import RayCompressor
+            return RayCompressor(a.ray, quality=a.quality, entropy=a.entropy, effort=a.effort, **kw)
+        return engine.Codec(quality=a.quality, entropy=a.entropy, effort=a.effort, **kw)
+
+    def expand(self, inputs: list[str]) -> list[Path]:
+        not_taken: list[Path] = []
+        files = _expand(inputs, self.input_exts, not_taken)
+        if not_taken and not self.args.quiet:
+            names = ", ".join(_text(q.name) for q in not_taken[:5]) + (", ..." if len(not_taken) > 5 else "")
+            print(f"note: {len(not_taken)} file{'s' * (len(not_taken) > 1)} in the input folders skipped, not "
+                  f"{'/'.join(sorted(COMPRESS_EXTS))}: {names}", file=sys.stderr)
+        return files
+
+    def take(self, files: list[Path]) -> None:
+        """The inputs' ROI masks, checked before anything is written."""
+        a = self.args
+        if a.roi is None:
+            return
+        from .roi import check_boost, masks_for
+        check_boost(a.roi_boost)
+        found, unmasked = masks_for(a.roi, files)
+        self.masks = dict(zip(files, found))
+        if unmasked and not a.quiet:
+            print(f"note: {unmasked} of {len(files)} inputs have no mask in {a.roi}: coded without ROI",
+                  file=sys.stderr)
+
+    def begin(self, out: Path, model: str) -> None:
+        from .net.checkpoint import model_fingerprint
+        a = self.args
+        self.out = out
+        self.settings = {"model": model, "model_sha256": model_fingerprint(model, a.model_dir),
+                         "quality": a.quality, "entropy": a.entropy, "effort": a.effort,
+                         "max_bytes": a.max_bytes, "target_bpp": a.target_bpp, "roi_boost": a.roi_boost}
+
+    def key(self, f: Path) -> str | None:
+        """:func:`_source_key` of an input, once per input."""
+        if f not in self.keys:
+            self.keys[f] = _source_key(f, self.settings, self.masks.get(f) if self.masks else None)
+        return self.keys[f]
+
+    def written_by_codec(self, dst: Path) -> bool:
+        return _is_codec_file(dst)
+
+    def existing(self, f: Path, dst: Path) -> str:
+        """An existing output of the codec's is done only when its record has this input's
+        key and the output's bytes are the ones recorded."""
+        key = self.key(f)
+        rec = _read_record(self.out, dst.name)
+        if key is None:                 # unreadable input: let the read report it
+            return REDO
+        if rec is not None and rec.get("key") == key:
+            # else recorded for this input, but the file is not what was written
+            return SKIP if rec.get("output_sha256") == _sha256(dst) else REDO
+        return (f"{dst} exists, made from another input or with other settings (or with no record of its "
+                "input): --force replaces it")
+
+    def results(self, codec, todo: list):
+        a = self.args
+        target = dict(max_bytes=a.max_bytes, target_bpp=a.target_bpp)
+        if self.masks is not None:
+            target.update(roi=[self.masks[f] for f, _ in todo], roi_boost=a.roi_boost)
+        return codec.compress_iter((f for f, _ in todo), batch_size=a.batch, errors="return", **target)
+
+    def publish(self, f: Path, dst: Path, r: bytes, replace: bool) -> int | None:
+        """The record first (an output is never on disk without one, even after a kill in
+        between), then the file -> bytes written, or None when another run published
+        another file there meanwhile."""
+        key = self.key(f)
+        _write_record(self.out, dst.name, f, key, r)
+        if not _write_output(dst, r, replace, lambda: _sha256(dst) == hashlib.sha256(r).hexdigest()):
+            _drop_record(self.out, dst.name, key, r)
+            return None
+        _write_record(self.out, dst.name, f, key, r)    # again: a concurrent loser may have replaced it
+        w, h = _size_of(r)
+        self.bpps.append(len(r) * 8 / (w * h))
+        return len(r)
+
+    def summary(self) -> str:
+        return f"; mean {sum(self.bpps) / len(self.bpps):.4f} bpp" if self.bpps else ""
+
+
+class _Decompress:
+    """``decompress``: .hnlc files -> PNGs that carry their source's name and SHA-256."""
+    ext = ".png"
+    input_exts = {EXT}
+    past = "decompressed"
+
+    def __init__(self, args):
+        self.args = args
+        self.shas: dict[Path, str] = {}
+
+    def model(self) -> str | None:
+        return None
+
+    def open(self, kw: dict):
+        import engine
+        return engine.Codec(**kw)
+
+    def expand(self, inputs: list[str]) -> list[Path]:
+        return _expand(inputs, self.input_exts)
+
+    def take(self, files: list[Path]) -> None:
+        pass
+
+    def begin(self, out: Path, model: str) -> None:
+        pass
+
+    def written_by_codec(self, dst: Path) -> bool:
+        return _png_source(dst)[0]
+
+    def existing(self, f: Path, dst: Path) -> str:
+        """An existing PNG of the codec's is done when it was decoded from this input."""
+        src_sha = _sha256(f)
+        if src_sha is None:             # unreadable input: let the read report it
+            return REDO
+        if _png_source(dst)[1] == src_sha:
+            return SKIP
+        return f"{dst} exists, decoded from another file: --force replaces it"
+
+    def read(self, f: Path, codec):
+        """An input's bytes (its SHA-256 kept for the PNG), or the error that refused it."""
+        from .net.checkpoint import model_channels
+        from .errors import EngineError
+        from .format.bitstream import read_file
+        from .io.imageio import open_regular
+        try:
+            with open_regular(f) as fh:     # a FIFO or device is refused, not waited on
+                # no more than a valid file of its header can have (a 6 GB file is refused, not loaded)
+                data = read_file(fh, codec.max_pixels, lambda m: model_channels(m, self.args.model_dir))
+        except OSError as e:
+            return EngineError(f"cannot read {f}: {e.strerror or e}")
+        except EngineError as e:
+            return e
+        except MemoryError:
+            return EngineError(f"cannot read {f}: out of memory")
+        self.shas[f] = hashlib.sha256(data).hexdigest()
+        return data
+
+    def results(self, codec, todo: list):
+        return codec.decompress_iter((self.read(f, codec) for f, _ in todo), batch_size=self.args.batch,
+                                     errors="return")
+
+    def publish(self, f: Path, dst: Path, r, replace: bool) -> int | None:
+        """The PNG -> bytes written, or None when another run published another file there meanwhile."""
+        src_sha = self.shas.pop(f, "")
+        data = _png(r, f.name, src_sha)
+        if not _write_output(dst, data, replace, lambda: _png_source(dst) == (True, src_sha)):
+            return None
+        return len(data)
+
+    def summary(self) -> str:
+        return ""
+
+
+def _write_output(dst: Path, data: bytes, replace: bool, same) -> bool:
+    """Write an output atomically -> False when another run published it after we planned
+    it, and ``same()`` says that file is not the one we would write."""
+    from .io.atomic import atomic_write_bytes
+    try:
+        atomic_write_bytes(dst, data, replace=replace)
+    except FileExistsError:
+        return same()
+    return True
+
+
+def _plan(files: list[Path], out: Path, job, force: bool, name: str | None = None):
     """Inputs -> (todo [(input, output)], skipped count, failures [(input, message)]),
     in input order.  The same file named twice is one input.  ``name``: the output's
-    file name in ``out`` (one input, -o a file).  ``key_of(input)``: compress's
-    :func:`_source_key`; an existing output is done only when its record has that key
-    and the output's bytes are the ones recorded."""
-    ext = EXT if comp else ".png"
+    file name in ``out`` (one input, -o a file).  An existing output the codec wrote is
+    replaced with ``force``, else the job (:class:`_Compress`, :class:`_Decompress`)
+    says whether it is done."""
     seen: dict[Path, Path] = {}
     by_dst: dict[Path, list] = {}
     for f in files:
         key = f.resolve()
         if key not in seen:
             seen[key] = f
-            dst = out / (name or f.stem + ext)
+            dst = out / (name or f.stem + job.ext)
             by_dst.setdefault(dst.resolve(), []).append((f, dst))
     todo, skipped, failures = [], 0, []
     for rdst, group in by_dst.items():
@@ -274,173 +480,102 @@ def _plan(files: list[Path], out: Path, comp: bool, force: bool, name: str | Non
         ((f, dst),) = group
         if rdst in seen:
             failures.append((f, f"output {dst} would overwrite an input; choose another output folder"))
-        elif os.path.lexists(dst):
-            mine, sha = _written_by_codec(dst, comp)
-            if not mine:
-                failures.append((f, f"{dst} exists and was not written by this codec: it is never overwritten "
-                                    "(not even with --force); choose another output folder"))
-                continue
-            if force:
-                todo.append((f, dst))
-                continue
-            key = key_of(f) if comp and key_of else None
-            src_sha = key if comp else _sha256(f)
-            rec = _read_record(out, dst.name) if comp else None
-            if src_sha is None:             # unreadable input: let the read report it
-                todo.append((f, dst))
-            elif not comp and sha == src_sha:
-                skipped += 1
-            elif comp and rec is not None and rec.get("key") == key:
-                if rec.get("output_sha256") == _sha256(dst):
-                    skipped += 1
-                else:                       # recorded for this input, the file is not what was written
-                    todo.append((f, dst))
-            elif comp:
-                failures.append((f, f"{dst} exists, made from another input or with other settings (or with no "
-                                    "record of its input): --force replaces it"))
-            else:
-                failures.append((f, f"{dst} exists, decoded from another file: --force replaces it"))
-        else:
+        elif not os.path.lexists(dst):
             todo.append((f, dst))
+        elif not job.written_by_codec(dst):
+            failures.append((f, f"{dst} exists and was not written by this codec: it is never overwritten "
+                                "(not even with --force); choose another output folder"))
+        elif force:
+            todo.append((f, dst))
+        else:
+            verdict = job.existing(f, dst)
+            if verdict == SKIP:
+                skipped += 1
+            elif verdict == REDO:
+                todo.append((f, dst))
+            else:
+                failures.append((f, verdict))
     return todo, skipped, failures
 
 
-def run(args) -> int:
-    import engine
-    from .format.bitstream import read_file
-    from .net.checkpoint import DEFAULT_MODEL, model_channels, model_fingerprint, model_for
-    from .io.atomic import atomic_write_bytes, stale_temps
-    from .errors import EngineError
-    from .io.imageio import max_pixels_setting, open_regular
+def _codec_options(args, model: str | None) -> dict:
+    """The Codec's arguments both commands take."""
+    from .net.checkpoint import DEFAULT_MODEL
+    from .io.imageio import max_pixels_setting
+    return dict(model=model or args.model or DEFAULT_MODEL, backend=args.backend, kernels=args.kernels,
+                max_pixels=max_pixels_setting(args.max_pixels, "--max-pixels"), root=args.model_dir,
+                tile_pixels=args.tile_pixels, tile_size=args.tile_size, coder=args.coder, precision=args.precision,
+                compile=args.compile, entropy_pool=args.entropy_pool)
 
-    model = model_for(getattr(args, "metric", None), args.model, args.model_dir) if args.cmd == "compress" else None
-    kw = dict(model=model or args.model or DEFAULT_MODEL, backend=args.backend, kernels=args.kernels,
-              max_pixels=max_pixels_setting(args.max_pixels, "--max-pixels"), root=args.model_dir,
-              tile_pixels=args.tile_pixels, tile_size=args.tile_size, coder=args.coder, precision=args.precision,
-              compile=args.compile, entropy_pool=args.entropy_pool)
-    comp = args.cmd == "compress"
-    target = dict(max_bytes=args.max_bytes, target_bpp=args.target_bpp) if comp else {}
-    if comp and args.quality is not None and (args.max_bytes is not None or args.target_bpp is not None):
-        raise ValueError("--quality and --max-bytes / --target-bpp exclude each other: a target size chooses the quality")
-    if comp and args.roi_boost is not None and args.roi is None:
-        raise ValueError("--roi-boost needs --roi (the mask it boosts)")
-    if comp and args.roi is not None and args.ray is not None:
-        raise ValueError("--roi is not supported with --ray yet: run without --ray")
-    if comp and args.ray is not None:        # the same compress_iter, run by Ray actors (engine/ray_data.py)
-        from .ray_data import RayCompressor
-        codec = RayCompressor(args.ray, quality=args.quality, entropy=args.entropy, effort=args.effort, **kw)
-    else:
-        codec = engine.Codec(quality=args.quality, entropy=args.entropy, effort=args.effort, **kw) if comp else engine.Codec(**kw)
-    not_taken: list[Path] = []
-    files = _expand(args.inputs, COMPRESS_EXTS if comp else {EXT}, not_taken if comp else None)
-    if not_taken and not args.quiet:
-        names = ", ".join(_text(q.name) for q in not_taken[:5]) + (", ..." if len(not_taken) > 5 else "")
-        print(f"note: {len(not_taken)} file{'s' * (len(not_taken) > 1)} in the input folders skipped, not "
-              f"{'/'.join(sorted(COMPRESS_EXTS))}: {names}", file=sys.stderr)
-    if not files:
-        codec.close()
-        print(f"error: no input matched {' '.join(args.inputs)}", file=sys.stderr)
-        return 2
-    masks = None
-    if comp and args.roi is not None:       # checked before anything is written
-        from .roi import check_boost, masks_for
-        try:
-            check_boost(args.roi_boost)
-            found, unmasked = masks_for(args.roi, files)
-        except ValueError:
-            codec.close()
-            raise
-        masks = dict(zip(files, found))
-        if unmasked and not args.quiet:
-            print(f"note: {unmasked} of {len(files)} inputs have no mask in {args.roi}: coded without ROI",
-                  file=sys.stderr)
-    try:
-        out, name = _destination(args.out, args.inputs, files, comp)
-    except ValueError:
-        codec.close()
-        raise
-    out.mkdir(parents=True, exist_ok=True)
-    for folder in (out, out / RECORDS):     # temps of earlier runs that were killed outright
+
+def _remove_stale_temps(out: Path) -> None:
+    """Temps of earlier runs into ``out`` that were killed outright."""
+    from .io.atomic import stale_temps
+    for folder in (out, out / RECORDS):
         for t in stale_temps(folder):
             try:
                 t.unlink()
             except OSError:
                 pass
-    key_of = None
-    if comp:
-        settings = {"model": kw["model"], "model_sha256": model_fingerprint(kw["model"], args.model_dir),
-                    "quality": args.quality, "entropy": args.entropy, "effort": args.effort,
-                    "max_bytes": args.max_bytes, "target_bpp": args.target_bpp, "roi_boost": args.roi_boost}
-        keys: dict[Path, str | None] = {}
 
-        def key_of(f):
-            if f not in keys:
-                keys[f] = _source_key(f, settings, masks.get(f) if masks else None)
-            return keys[f]
-    failures: list[tuple[Path, str]]
-    todo, skipped, failures = _plan(files, out, comp, args.force, name, key_of)
-    existed = {dst for _, dst in todo if os.path.lexists(dst)}     # replaced; every other output is new
+
+def run(args) -> int:
+    job = (_Compress if args.cmd == "compress" else _Decompress)(args)
+    kw = _codec_options(args, job.model())
+    codec = job.open(kw)
+    files = job.expand(args.inputs)
+    if not files:
+        codec.close()
+        print(f"error: no input matched {' '.join(args.inputs)}", file=sys.stderr)
+        return 2
+    try:
+        job.take(files)
+        out, name = _destination(args.out, args.inputs, files, job.ext)
+    except ValueError:
+        codec.close()
+        raise
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out)
+    job.begin(out, kw["model"])
+    todo, skipped, failures = _plan(files, out, job, args.force, name)
+    done = _write_all(job, codec, todo, failures, args.quiet)
+    codec.close()
+    _Interrupts.check()
+    for f, msg in failures:
+        print(f"error: {f}: {msg}", file=sys.stderr)
+    if not args.quiet:
+        print(f"{done} {job.past}, {skipped} skipped (already done), {len(failures)} failed" + job.summary(),
+              file=sys.stderr)
+    return 2 if failures else 0
+
+
+def _write_all(job, codec, todo: list, failures: list, quiet: bool) -> int:
+    """Each input of ``todo`` coded and written to its output, in input order (failures
+    appended) -> outputs written."""
     from tqdm import tqdm
-    bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not todo, file=sys.stderr)
+    existed = {dst for _, dst in todo if os.path.lexists(dst)}     # replaced; every other output is new
+    bar = tqdm(total=len(todo), unit="img", disable=quiet or not todo, file=sys.stderr)
     t0 = time.perf_counter()
-    nbytes_out = 0
-    bpps = []
-    done = 0
-
-    shas: dict[Path, str] = {}
-
-    def read(f):
-        try:
-            with open_regular(f) as fh:     # a FIFO or device is refused, not waited on
-                # no more than a valid file of its header can have (a 6 GB file is refused, not loaded)
-                data = read_file(fh, codec.max_pixels, lambda m: model_channels(m, args.model_dir))
-        except OSError as e:
-            return EngineError(f"cannot read {f}: {e.strerror or e}")
-        except EngineError as e:
-            return e
-        except MemoryError:
-            return EngineError(f"cannot read {f}: out of memory")
-        shas[f] = hashlib.sha256(data).hexdigest()
-        return data
-
+    nbytes_out = done = 0
     # One stream over every input: the network and the entropy coder stay overlapped
     # across batches, and at most a window of inputs is held in memory.
-    if masks is not None:
-        target.update(roi=[masks[f] for f, _ in todo], roi_boost=args.roi_boost)
-    if comp:
-        results = codec.compress_iter((f for f, _ in todo), batch_size=args.batch, errors="return", **target)
-    else:
-        results = codec.decompress_iter((read(f) for f, _ in todo), batch_size=args.batch, errors="return")
+    results = job.results(codec, todo)
     for k, ((f, dst), r) in enumerate(zip(todo, results)):
         _Interrupts.check()
         bar.update(1)
         if isinstance(r, BaseException):
             failures.append((f, str(r)))
             continue
-        if dst in existed and not _written_by_codec(dst, comp)[0]:   # replaced by someone else's file while we ran
+        if dst in existed and not job.written_by_codec(dst):   # replaced by someone else's file while we ran
             failures.append((f, f"{dst} appeared during the run and was not written by this codec: not overwritten"))
             continue
         try:
-            src_sha = None if comp else shas.pop(f, "")
-            data = r if comp else _png(r, f.name, src_sha)
-            if comp:       # the record first: an output is never on disk without one (a kill in between)
-                _write_record(out, dst.name, f, key_of(f), data)
-            try:
-                atomic_write_bytes(dst, data, replace=dst in existed)
-            except FileExistsError:         # another run wrote this output after we planned it
-                same = (_sha256(dst) == hashlib.sha256(data).hexdigest() if comp
-                        else _written_by_codec(dst, comp) == (True, src_sha))
-                if not same:
-                    if comp:
-                        _drop_record(out, dst.name, key_of(f), data)
-                    failures.append((f, f"{dst} appeared during the run (another run wrote it from another input "
-                                        "or with other settings): not overwritten"))
-                    continue
-            if comp:
-                _write_record(out, dst.name, f, key_of(f), data)    # again: a concurrent loser may have replaced it
-                w, h = _size_of(r)
-                bpps.append(len(r) * 8 / (w * h))
-            nbytes_out += len(data)
+            n = job.publish(f, dst, r, replace=dst in existed)
+            if n is None:               # another run wrote this output after we planned it
+                failures.append((f, f"{dst} appeared during the run (another run wrote it from another input "
+                                    "or with other settings): not overwritten"))
+                continue
+            nbytes_out += n
             done += 1
         except OSError as e:
             failures.append((f, f"cannot write {dst}: {e.strerror or e}"))
@@ -449,23 +584,14 @@ def run(args) -> int:
         dt = max(time.perf_counter() - t0, 1e-9)
         bar.set_postfix_str(f"{(k + 1) / dt:.2f} img/s, {nbytes_out / dt / 1e6:.2f} MB/s out", refresh=False)
     bar.close()
-    codec.close()
-    _Interrupts.check()
-    for f, msg in failures:
-        print(f"error: {f}: {msg}", file=sys.stderr)
-    if not args.quiet:
-        summary = f"{done} {'compressed' if comp else 'decompressed'}, {skipped} skipped (already done), {len(failures)} failed"
-        if bpps:
-            summary += f"; mean {sum(bpps) / len(bpps):.4f} bpp"
-        print(summary, file=sys.stderr)
-    return 2 if failures else 0
+    return done
 
 
-def _destination(out_arg: str, inputs: list[str], files: list[Path], comp: bool) -> tuple[Path, str | None]:
+def _destination(out_arg: str, inputs: list[str], files: list[Path], ext: str) -> tuple[Path, str | None]:
     """-o -> (output folder, output file name or None).  -o names the output file when it
-    ends in the output's extension (.hnlc / .png) and is not a folder, and the one input
-    is a file (``hnlc compress photo.png -o photo.hnlc``); else it is a folder (created)."""
-    out, ext = Path(out_arg), EXT if comp else ".png"
+    ends in the output's extension ``ext`` (.hnlc / .png) and is not a folder, and the one
+    input is a file (``hnlc compress photo.png -o photo.hnlc``); else it is a folder (created)."""
+    out = Path(out_arg)
     if out.suffix.lower() != ext or out.is_dir():
         return out, None
     if len(inputs) != 1 or len(files) != 1 or not Path(inputs[0]).is_file():

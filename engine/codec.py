@@ -76,6 +76,8 @@ class Codec:
     compile   torch backend: "off" (default ENGINE_TORCH_COMPILE, else off), "default"
               (torch.compile) or "reduce-overhead" (torch.compile with CUDA graphs);
               engine/runners/torch_runner.py.
+    build_dir the build artifacts' folder (ONNX, TensorRT engines, OpenVINO IR; default
+              ENGINE_BUILD_DIR, else the repository's build/): engine/build.py.
 
     ``codec.timer = engine.timing.StageTimer()`` records per-stage times of every call.
     """
@@ -86,7 +88,8 @@ class Codec:
                  root: str | Path | None = None, threads: int | None = None,
                  tile_pixels: int | None = None, tile_size: int | None = None,
                  entropy_pool: str | None = None, effort: int = 0, coder: str | None = None,
-                 precision: str | None = None, compile: str | None = None, metric: str | None = None):
+                 precision: str | None = None, compile: str | None = None, metric: str | None = None,
+                 build_dir: str | Path | None = None):
         from kernels import kernel_choice
 
         from .net.search import check_effort
@@ -112,7 +115,7 @@ class Codec:
         self.timer = None
         model = checkpoint.model_for(metric, model, self.root)   # as CompressAI's metric=: the model for it
         self.model_name = model
-        self.rungs = Rungs(model, self.root, backend, device, threads, precision, compile)
+        self.rungs = Rungs(model, self.root, backend, device, threads, precision, compile, build_dir)
         self.quality = self.rungs.codings.resolve(quality).quality      # checks model and quality
         self.metric = checkpoint.model_metric(model, self.root)
         lanes.resolve_coder(coder, "cpu")            # an unknown coder name fails here

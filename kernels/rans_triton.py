@@ -119,20 +119,56 @@ def _neighbours(plane, loc, W, iu, idn, il, ir):
 
 
 @triton.jit
-def _encode_kernel(lv_ptr, e_ptr, ec_ptr, cum_ptr, ytab_ptr, ctab_ptr,
-                   img_ptr, y0_ptr, x0_ptr, th_ptr, tw_ptr, color_ptr,
-                   out_ptr, len_ptr, NL, H, W, CAP, TH, TW,
-                   N: tl.constexpr, L: tl.constexpr, M: tl.constexpr, G: tl.constexpr,
-                   BLOCK: tl.constexpr):
+def _lanes(geo_ptr, NL, BLOCK: tl.constexpr):
+    """A program's lanes, the prologue of both kernels: lane index j, which are live,
+    each lane's image and rectangle (y0, x0, th, tw) and colour flag, read from the rows
+    of :attr:`Geometry.table` (6, NL), and a zero vector for scalar conditions (the
+    interpreter mistypes bool & scalar)."""
     j = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = j < NL
-    zero = tl.zeros([BLOCK], tl.int32)    # scalar conditions as vectors: the interpreter mistypes bool & scalar
-    img = tl.load(img_ptr + j, mask=live, other=0).to(tl.int64)
-    y0 = tl.load(y0_ptr + j, mask=live, other=0)
-    x0 = tl.load(x0_ptr + j, mask=live, other=0)
-    th = tl.load(th_ptr + j, mask=live, other=0)
-    tw = tl.load(tw_ptr + j, mask=live, other=0)
-    color = tl.load(color_ptr + j, mask=live, other=0) != 0
+    img = tl.load(geo_ptr + j, mask=live, other=0).to(tl.int64)
+    y0 = tl.load(geo_ptr + NL + j, mask=live, other=0)
+    x0 = tl.load(geo_ptr + 2 * NL + j, mask=live, other=0)
+    th = tl.load(geo_ptr + 3 * NL + j, mask=live, other=0)
+    tw = tl.load(geo_ptr + 4 * NL + j, mask=live, other=0)
+    color = tl.load(geo_ptr + 5 * NL + j, mask=live, other=0) != 0
+    zero = tl.zeros([BLOCK], tl.int32)
+    return j, live, img, y0, x0, th, tw, color, zero
+
+
+@triton.jit
+def _tables(tab_ptr, N: tl.constexpr, L: tl.constexpr):
+    """:class:`DeviceTables`' flat tensor -> its (map counts, Y, CbCr) tables."""
+    ytab_ptr = tab_ptr + (L + 1) * (L + 1) * (L + 1)
+    return tab_ptr, ytab_ptr, ytab_ptr + 2 * N * L * 75
+
+
+@triton.jit
+def _chroma(y0, x0, th, tw, H, W, TH, TW):
+    """The lanes' half-size CbCr rectangles: (plane width, plane size, y0, x0, th, tw,
+    the checkerboard's offset, rows and part-columns to walk)."""
+    WC = W // 2
+    cy0 = y0 // 2
+    cx0 = x0 // 2
+    return WC, (H // 2) * WC, cy0, cx0, th // 2, tw // 2, (cy0 + cx0) & 1, TH // 2, (TW // 2 + 1) // 2
+
+
+@triton.jit
+def _kept_around(lv_img, loc, W, at, ty, tx, th, tw, zero, G: tl.constexpr):
+    """The kept-channel counts (level * G) of the up/down/left/right neighbours in the lane."""
+    ku = tl.load(lv_img + loc - W, mask=at & (zero + ty > 0), other=0).to(tl.float32).to(tl.int32) * G
+    kd = tl.load(lv_img + loc + W, mask=at & (ty + 1 < th), other=0).to(tl.float32).to(tl.int32) * G
+    kl = tl.load(lv_img + loc - 1, mask=at & (zero + tx > 0), other=0).to(tl.float32).to(tl.int32) * G
+    kr = tl.load(lv_img + loc + 1, mask=at & (tx + 1 < tw), other=0).to(tl.float32).to(tl.int32) * G
+    return ku, kd, kl, kr
+
+
+@triton.jit
+def _encode_kernel(lv_ptr, e_ptr, ec_ptr, tab_ptr, geo_ptr, out_ptr, len_ptr, NL, H, W, CAP, TH, TW,
+                   N: tl.constexpr, L: tl.constexpr, M: tl.constexpr, G: tl.constexpr,
+                   BLOCK: tl.constexpr):
+    j, live, img, y0, x0, th, tw, color, zero = _lanes(geo_ptr, NL, BLOCK)
+    cum_ptr, ytab_ptr, ctab_ptr = _tables(tab_ptr, N, L)
     row = out_ptr + j.to(tl.int64) * CAP
     x = tl.full([BLOCK], 65536, tl.int64)
     wp = tl.zeros([BLOCK], tl.int64) + CAP
@@ -140,16 +176,8 @@ def _encode_kernel(lv_ptr, e_ptr, ec_ptr, cum_ptr, ytab_ptr, ctab_ptr,
     lv_img = lv_ptr + img * HW
     e_img = e_ptr + img * (N * HW)
     # ---- CbCr codes (colour lanes), reverse order: part 1, then part 0
-    WC = W // 2
-    HWC = (H // 2) * WC
+    WC, HWC, cy0, cx0, ch, cw, coff, TCH, JXC = _chroma(y0, x0, th, tw, H, W, TH, TW)
     ec_img = ec_ptr + img * (M * HWC)
-    cy0 = y0 // 2
-    cx0 = x0 // 2
-    ch = th // 2
-    cw = tw // 2
-    coff = (cy0 + cx0) & 1
-    TCH = TH // 2
-    JXC = (TW // 2 + 1) // 2
     for pp in tl.static_range(2):
         part = 1 - pp
         for iy in range(TCH):
@@ -189,10 +217,7 @@ def _encode_kernel(lv_ptr, e_ptr, ec_ptr, cum_ptr, ytab_ptr, ctab_ptr,
                 kl = tl.zeros([BLOCK], tl.int32)
                 kr = tl.zeros([BLOCK], tl.int32)
                 if part == 1:
-                    ku = tl.load(lv_img + loc - W, mask=at & (zero + ty > 0), other=0).to(tl.int32) * G
-                    kd = tl.load(lv_img + loc + W, mask=at & (ty + 1 < th), other=0).to(tl.int32) * G
-                    kl = tl.load(lv_img + loc - 1, mask=at & (zero + tx > 0), other=0).to(tl.int32) * G
-                    kr = tl.load(lv_img + loc + 1, mask=at & (tx + 1 < tw), other=0).to(tl.int32) * G
+                    ku, kd, kl, kr = _kept_around(lv_img, loc, W, at, ty, tx, th, tw, zero, G)
                 # channels kept anywhere in the block: the rest of the N would be all masked
                 KMAX = tl.max(K, axis=0)
                 for kk in range(KMAX):
@@ -245,20 +270,12 @@ def _compact_kernel(words_ptr, len_ptr, off_ptr, out_ptr, CAP, BLOCKW: tl.conste
 # --------------------------------------------------------------------------- decode
 
 @triton.jit
-def _decode_kernel(data_ptr, start_ptr, end_ptr, cum_ptr, ytab_ptr, ctab_ptr,
-                   img_ptr, y0_ptr, x0_ptr, th_ptr, tw_ptr, color_ptr,
-                   lv_ptr, y_ptr, c_ptr, status_ptr, NL, H, W, TH, TW,
+def _decode_kernel(data_ptr, start_ptr, end_ptr, tab_ptr, geo_ptr, lv_ptr, y_ptr, c_ptr, status_ptr,
+                   NL, H, W, TH, TW,
                    N: tl.constexpr, L: tl.constexpr, M: tl.constexpr, G: tl.constexpr,
                    BLOCK: tl.constexpr):
-    j = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    live = j < NL
-    zero = tl.zeros([BLOCK], tl.int32)    # scalar conditions as vectors: the interpreter mistypes bool & scalar
-    img = tl.load(img_ptr + j, mask=live, other=0).to(tl.int64)
-    y0 = tl.load(y0_ptr + j, mask=live, other=0)
-    x0 = tl.load(x0_ptr + j, mask=live, other=0)
-    th = tl.load(th_ptr + j, mask=live, other=0)
-    tw = tl.load(tw_ptr + j, mask=live, other=0)
-    color = tl.load(color_ptr + j, mask=live, other=0) != 0
+    j, live, img, y0, x0, th, tw, color, zero = _lanes(geo_ptr, NL, BLOCK)
+    cum_ptr, ytab_ptr, ctab_ptr = _tables(tab_ptr, N, L)
     pos = tl.load(start_ptr + j, mask=live, other=0)
     end = tl.load(end_ptr + j, mask=live, other=0)
     bad = live & (end - pos < 2)
@@ -305,10 +322,7 @@ def _decode_kernel(data_ptr, start_ptr, end_ptr, cum_ptr, ytab_ptr, ctab_ptr,
                 kl = tl.zeros([BLOCK], tl.int32)
                 kr = tl.zeros([BLOCK], tl.int32)
                 if part == 1:
-                    ku = tl.load(lv_img + loc - W, mask=at & (zero + ty > 0), other=0).to(tl.float32).to(tl.int32) * G
-                    kd = tl.load(lv_img + loc + W, mask=at & (ty + 1 < th), other=0).to(tl.float32).to(tl.int32) * G
-                    kl = tl.load(lv_img + loc - 1, mask=at & (zero + tx > 0), other=0).to(tl.float32).to(tl.int32) * G
-                    kr = tl.load(lv_img + loc + 1, mask=at & (tx + 1 < tw), other=0).to(tl.float32).to(tl.int32) * G
+                    ku, kd, kl, kr = _kept_around(lv_img, loc, W, at, ty, tx, th, tw, zero, G)
                 prev = tl.zeros([BLOCK], tl.int32)
                 for k in range(tl.max(K, axis=0)):     # channels kept anywhere in the block
                     act = at & (k < K)
@@ -326,16 +340,8 @@ def _decode_kernel(data_ptr, start_ptr, end_ptr, cum_ptr, ytab_ptr, ctab_ptr,
                     prev = b.to(tl.int32)
         tl.debug_barrier()
     # ---- CbCr codes of the half-size rectangle (colour lanes), every channel kept
-    WC = W // 2
-    HWC = (H // 2) * WC
+    WC, HWC, cy0, cx0, ch, cw, coff, TCH, JXC = _chroma(y0, x0, th, tw, H, W, TH, TW)
     c_img = c_ptr + img * (M * HWC)
-    cy0 = y0 // 2
-    cx0 = x0 // 2
-    ch = th // 2
-    cw = tw // 2
-    coff = (cy0 + cx0) & 1
-    TCH = TH // 2
-    JXC = (TW // 2 + 1) // 2
     for part in tl.static_range(2):
         for ty in range(TCH):
             for ix in range(JXC):
@@ -365,10 +371,27 @@ def _decode_kernel(data_ptr, start_ptr, end_ptr, cum_ptr, ytab_ptr, ctab_ptr,
 
 @dataclass(frozen=True)
 class DeviceTables:
-    """One rung's tables on a device, in the kernels' layout."""
-    cum: torch.Tensor     # ((L+1)^2, L+1) int32 cumulative map counts
-    y: torch.Tensor       # (2, n, L, 3, 25) int32 P(1) * 2^16
-    c: torch.Tensor       # (2, m, 1, 3, 25) int32
+    """One rung's tables on a device, in the kernels' layout: one flat int32 tensor
+    (the kernels' ``tab_ptr``) holding, back to back, the cumulative map counts
+    ((L+1)^2, L+1), the Y codes' P(1) * 2^16 (2, n, L, 3, 25) and the CbCr codes'
+    (2, m, 1, 3, 25)."""
+    flat: torch.Tensor
+    L: int
+    n: int
+
+    @property
+    def cum(self) -> torch.Tensor:
+        k = (self.L + 1) ** 3
+        return self.flat[:k].view((self.L + 1) ** 2, self.L + 1)
+
+    @property
+    def y(self) -> torch.Tensor:
+        k = (self.L + 1) ** 3
+        return self.flat[k:k + 2 * self.n * self.L * 75].view(2, self.n, self.L, 3, 25)
+
+    @property
+    def c(self) -> torch.Tensor:
+        return self.flat[(self.L + 1) ** 3 + 2 * self.n * self.L * 75:].view(2, -1, 1, 3, 25)
 
 
 _TABLES: dict[tuple, tuple] = {}
@@ -382,29 +405,34 @@ def device_tables(tables, L: int, device) -> DeviceTables:
     if hit is None or hit[0] is not tables:
         maps = np.asarray(tables.map, np.int64).reshape(-1, L)
         cum = np.concatenate([np.zeros((maps.shape[0], 1), np.int64), np.cumsum(maps, 1)], 1)
-        dt = DeviceTables(torch.from_numpy(cum.astype(np.int32)).to(device),
-                          torch.from_numpy(np.asarray(tables.y, np.int32)).to(device),
-                          torch.from_numpy(np.asarray(tables.c, np.int32)).to(device))
+        y, c = np.asarray(tables.y, np.int32), np.asarray(tables.c, np.int32)
+        if cum.shape != ((L + 1) ** 2, L + 1) or y.shape[2:] != (L, 3, 25) or c.shape[2:] != (1, 3, 25):
+            raise ValueError(f"tables of shapes {maps.shape}, {y.shape}, {c.shape} for L={L}")
+        flat = np.concatenate([cum.astype(np.int32).ravel(), y.ravel(), c.ravel()])
+        dt = DeviceTables(torch.from_numpy(flat).to(device), L, y.shape[1])
         hit = _TABLES[key] = (tables, dt)
     return hit[1]
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """Every lane of a batch: its image and rectangle (int32 tensors on the device)."""
-    img: torch.Tensor
-    y0: torch.Tensor
-    x0: torch.Tensor
-    th: torch.Tensor
-    tw: torch.Tensor
-    color: torch.Tensor
+    """Every lane of a batch: its image and rectangle, the rows of ``table`` (6, lanes)
+    int32 on the device (the kernels' ``geo_ptr``): image, y0, x0, th, tw, colour."""
+    table: torch.Tensor
     per_image: list            # lanes of each image, in order
     max_th: int
     max_tw: int
     max_symbols: int           # the most symbols any lane can hold
 
+    img = property(lambda self: self.table[0])
+    y0 = property(lambda self: self.table[1])
+    x0 = property(lambda self: self.table[2])
+    th = property(lambda self: self.table[3])
+    tw = property(lambda self: self.table[4])
+    color = property(lambda self: self.table[5])
+
     def __len__(self) -> int:
-        return int(self.img.shape[0])
+        return int(self.table.shape[1])
 
 
 def geometry(h: int, w: int, tiles: list[int], grays: list[bool], n: int, m: int, device) -> Geometry:
@@ -420,11 +448,17 @@ def geometry(h: int, w: int, tiles: list[int], grays: list[bool], n: int, m: int
     t = torch.from_numpy(np.ascontiguousarray(a.T)).to(device)
     th = int(a[:, 3].max(initial=0))
     tw = int(a[:, 4].max(initial=0))
-    return Geometry(*t, per, th, tw, th * tw * (1 + n) + (th // 2) * (tw // 2) * m)
+    return Geometry(t, per, th, tw, th * tw * (1 + n) + (th // 2) * (tw // 2) * m)
 
 
 def launch_lanes() -> int:
     return INTERPRETER_LANES if interpreter_active() else GPU_LANES
+
+
+def _lane_launch(nl: int) -> tuple[tuple, dict]:
+    """The grid and options of a launch over ``nl`` lanes (one lane per element)."""
+    block = min(launch_lanes(), pow2(nl))
+    return (triton.cdiv(nl, block),), dict(BLOCK=block, **({} if interpreter_active() else {"num_warps": 1}))
 
 
 def encode_device(levels: torch.Tensor, e: torch.Tensor, ec: torch.Tensor | None, grays: list[bool],
@@ -457,12 +491,9 @@ def encode_device(levels: torch.Tensor, e: torch.Tensor, ec: torch.Tensor | None
     words = torch.empty(nl, cap, dtype=torch.uint16, device=device)
     lens = torch.empty(nl, dtype=torch.int32, device=device)
     if nl:
-        block = min(launch_lanes(), pow2(nl))
-        _encode_kernel[(triton.cdiv(nl, block),)](
-            levels.contiguous(), e.contiguous(), ec.contiguous(), dt.cum, dt.y, dt.c,
-            geo.img, geo.y0, geo.x0, geo.th, geo.tw, geo.color, words, lens,
-            nl, h, w, cap, geo.max_th, geo.max_tw, N=n, L=L, M=m, G=n // (L - 1), BLOCK=block,
-            **({} if interpreter_active() else {"num_warps": 1}))
+        grid, opts = _lane_launch(nl)
+        _encode_kernel[grid](levels.contiguous(), e.contiguous(), ec.contiguous(), dt.flat, geo.table, words, lens,
+                             nl, h, w, cap, geo.max_th, geo.max_tw, N=n, L=L, M=m, G=n // (L - 1), **opts)
     return words, lens, geo
 
 
@@ -543,11 +574,9 @@ def decode_device(bodies: list, tiles: list[int], grays: list[bool], h: int, w: 
     nl = len(geo)
     status = torch.zeros(nl, dtype=torch.int32, device=device)
     if nl:
-        block = min(launch_lanes(), pow2(nl))
-        _decode_kernel[(triton.cdiv(nl, block),)](
-            data, starts, ends, dt.cum, dt.y, dt.c, geo.img, geo.y0, geo.x0, geo.th, geo.tw, geo.color,
-            lv, yb, cb, status, nl, h, w, geo.max_th, geo.max_tw, N=n, L=L, M=m, G=n // (L - 1), BLOCK=block,
-            **({} if interpreter_active() else {"num_warps": 1}))
+        grid, opts = _lane_launch(nl)
+        _decode_kernel[grid](data, starts, ends, dt.flat, geo.table, lv, yb, cb, status,
+                             nl, h, w, geo.max_th, geo.max_tw, N=n, L=L, M=m, G=n // (L - 1), **opts)
     return (lv, yb, cb), status, geo
 
 

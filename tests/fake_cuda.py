@@ -1,7 +1,7 @@
 """Synchronous CPU stand-ins for the CUDA calls of engine.runtime.executors.StreamExecutor.
 
 Passed as its ``api`` parameter (``Codec.compress_batch(..., pipeline={"api": FakeCuda()})``),
-they run the stream executor's logic -- lanes round-robin, per-lane staging buffers,
+they run the stream executor's logic -- slots round-robin, per-slot staging buffers,
 deferred finishers, error handling -- and the same stages on the CPU, so its bytes
 can be compared with the single-image path without a GPU.
 """

@@ -2,14 +2,14 @@
 import numpy as np
 import pytest
 
-from engine.format import context_coder as entropy
+from engine.format import context_coder
 from engine.errors import BitstreamError
 
 
 def _tables(rng, n, L, m):
-    t = entropy.Tables.flat(n, L, m)
+    t = context_coder.Tables.flat(n, L, m)
     counts = rng.integers(0, 50, size=t.map.shape)
-    return entropy.Tables(entropy._normalize_rows(counts.reshape(-1, L)).reshape(t.map.shape),
+    return context_coder.Tables(context_coder._normalize_rows(counts.reshape(-1, L)).reshape(t.map.shape),
                           rng.integers(64, (1 << 16) - 64, size=t.y.shape).astype(np.uint16),
                           rng.integers(64, (1 << 16) - 64, size=t.c.shape).astype(np.uint16))
 
@@ -81,12 +81,12 @@ def test_sections_equal_the_spec_and_round_trip(shape):
     yd = rng.integers(0, 2, size=(n, h, w)).astype(np.uint8)
     cd = rng.integers(0, 2, size=(m, hc, wc)).astype(np.uint8)
 
-    msec = entropy.encode_map(levels, L, tables)
-    ysec, csec = entropy.encode_codes(levels, yd, cd, n, L, tables)
+    msec = context_coder.encode_map(levels, L, tables)
+    ysec, csec = context_coder.encode_codes(levels, yd, cd, n, L, tables)
     assert (msec, ysec, csec) == _encode_spec(*_spec_symbols(levels, yd, cd, n, L, tables), L)
 
-    assert np.array_equal(entropy.decode_map(msec, h, w, L, tables), levels)
-    yd2, cd2 = entropy.decode_codes(levels, ysec, csec, n, L, m, hc, wc, tables, gray=False)
+    assert np.array_equal(context_coder.decode_map(msec, h, w, L, tables), levels)
+    yd2, cd2 = context_coder.decode_codes(levels, ysec, csec, n, L, m, hc, wc, tables, gray=False)
     kept = levels[None] >= (np.arange(n) // (n // (L - 1)) + 1)[:, None, None]
     assert np.array_equal(yd2[kept], yd[kept]) and not yd2[~kept].any()
     assert np.array_equal(cd2, cd)
@@ -98,9 +98,9 @@ def test_corrupt_code_section_is_a_bitstream_error():
     tables = _tables(rng, n, L, m)
     levels = np.full((4, 4), L - 1, np.uint8)
     yd = rng.integers(0, 2, size=(n, 4, 4)).astype(np.uint8)
-    ysec, _ = entropy.encode_codes(levels, yd, None, n, L, tables)
+    ysec, _ = context_coder.encode_codes(levels, yd, None, n, L, tables)
     with pytest.raises(BitstreamError):
-        entropy.decode_codes(levels, ysec[:-4] + b"\xff\xff", b"", n, L, m, 2, 2, tables, gray=True)
+        context_coder.decode_codes(levels, ysec[:-4] + b"\xff\xff", b"", n, L, m, 2, 2, tables, gray=True)
 
 
 def test_sender_contexts_in_runs_of_channels_equal_one_run():
@@ -109,10 +109,10 @@ def test_sender_contexts_in_runs_of_channels_equal_one_run():
     n, L = 6, 4
     levels = rng.integers(0, L, size=(5, 7)).astype(np.uint8)
     yd = rng.integers(0, 2, size=(n, 5, 7)).astype(np.uint8)
-    planes = entropy.y_planes(levels, n, L)
-    whole = list(entropy._contexts(planes, yd))
+    planes = context_coder.y_planes(levels, n, L)
+    whole = list(context_coder._contexts(planes, yd))
     for positions in (1, 70, 150):
-        runs = list(entropy._contexts(planes, yd, positions))
+        runs = list(context_coder._contexts(planes, yd, positions))
         assert len(runs) > len(whole) == 1
         for i in (0, 1):
             assert np.array_equal(np.concatenate([r[i] for r in runs]), whole[0][i])

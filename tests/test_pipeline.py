@@ -327,7 +327,7 @@ def test_stream_executor_refuses_a_cpu_device(codec):
 @pytest.mark.parametrize("entropy", ["context", "none"])
 def test_stream_executor_on_cpu_stand_ins(tiny_root, kernels, entropy):
     """compress_batch / decompress_batch on the stream executor with synchronous stand-ins
-    for streams, events and pinned memory: chunks over lanes, buffer reuse, pack_device
+    for streams, events and pinned memory: chunks over slots, buffer reuse, pack_device
     + host unpacking, gray / raw / failing / tiled items; bytes equal the single-image API."""
     from PIL import Image
     from fake_cuda import FakeCuda
@@ -350,8 +350,8 @@ def test_stream_executor_on_cpu_stand_ins(tiny_root, kernels, entropy):
     assert isinstance(dec[2], engine.BitstreamError)
     for d, b in zip(dec[:2] + dec[3:], blobs[:2] + blobs[3:]):
         assert np.array_equal(d, c.decompress(b))
-    # pinned buffers are per lane and reused, not allocated per chunk: 6 chunks of one
-    # shape on 2 lanes make each lane's named buffers once
+    # pinned buffers are per slot and reused, not allocated per chunk: 6 chunks of one
+    # shape on 2 slots make each slot's named buffers once
     enc, dec = FakeCuda(), FakeCuda()
     same = c.compress_batch([imgs[0]] * 12, batch_size=2, pipeline={"streams": 2, "api": enc})
     c.decompress_batch(same, batch_size=2, pipeline={"streams": 2, "api": dec})

@@ -166,7 +166,7 @@ def test_shipped_model_codes_of_kodak_crops(device, size):
     cfg = codec.config
     coding = codec.rung.coding
     imgs = kodak_crops(size=size)
-    ycc = torch.cat([stages.stage_images(stages_lane(), [im], cfg.multiple) for im in imgs])
+    ycc = torch.cat([stages.stage_images(stages_slot(), [im], cfg.multiple) for im in imgs])
     e, p, ec = codec.runner.encode(ycc)
     packeds = reference.pack(e, p, ec, cfg.n, cfg.levels)
     nat = lanes.encode(cfg, coding.tables, packeds, [False] * len(imgs), lanes.DEFAULT_TILE)
@@ -189,9 +189,9 @@ def test_shipped_model_codes_of_kodak_crops(device, size):
         np.testing.assert_array_equal(co[b].cpu().numpy(), want[2])
 
 
-def stages_lane():
-    from engine.runtime.executors import Lane
-    return Lane("cpu")
+def stages_slot():
+    from engine.runtime.executors import Slot
+    return Slot("cpu")
 
 
 def test_geometry_and_argument_checks():
@@ -318,13 +318,12 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from kernels import pack_triton, rans_triton as R
 assert not pack_triton.interpreter_active()
-geo = dict(img_ptr="*i32", y0_ptr="*i32", x0_ptr="*i32", th_ptr="*i32", tw_ptr="*i32", color_ptr="*i32")
 jobs = [
-    (R._encode_kernel, dict(lv_ptr="*u8", e_ptr="*fp32", ec_ptr="*fp32", cum_ptr="*i32", ytab_ptr="*i32",
-                            ctab_ptr="*i32", **geo, out_ptr="*u16", len_ptr="*i32", NL="i32", H="i32", W="i32",
-                            CAP="i32", TH="i32", TW="i32"), dict(N=60, L=16, M=8, G=4, BLOCK=32)),
-    (R._decode_kernel, dict(data_ptr="*u16", start_ptr="*i64", end_ptr="*i64", cum_ptr="*i32", ytab_ptr="*i32",
-                            ctab_ptr="*i32", **geo, lv_ptr="*fp16", y_ptr="*fp16", c_ptr="*fp16", status_ptr="*i32",
+    (R._encode_kernel, dict(lv_ptr="*u8", e_ptr="*fp32", ec_ptr="*fp32", tab_ptr="*i32", geo_ptr="*i32",
+                            out_ptr="*u16", len_ptr="*i32", NL="i32", H="i32", W="i32", CAP="i32", TH="i32",
+                            TW="i32"), dict(N=60, L=16, M=8, G=4, BLOCK=32)),
+    (R._decode_kernel, dict(data_ptr="*u16", start_ptr="*i64", end_ptr="*i64", tab_ptr="*i32", geo_ptr="*i32",
+                            lv_ptr="*fp16", y_ptr="*fp16", c_ptr="*fp16", status_ptr="*i32",
                             NL="i32", H="i32", W="i32", TH="i32", TW="i32"), dict(N=60, L=16, M=8, G=4, BLOCK=32)),
     (R._compact_kernel, dict(words_ptr="*u16", len_ptr="*i32", off_ptr="*i64", out_ptr="*u16", CAP="i32"),
      dict(BLOCKW=1024)),

@@ -2,25 +2,26 @@
 
 A format is one way a chunk's codes become file bytes and back.  Encode::
 
-    finish(rung, lane, e, p, ec, grays, kernels)  the encoder's outputs -> bits on the device
-    to_host(lane, bits)                           -> a HostBits; its records() once the lane's copies are done
+    finish(rung, slot, e, p, ec, grays, kernels)  the encoder's outputs -> bits on the device
+    to_host(slot, bits)                           -> a HostBits; its records() once the slot's copies are done
     serialize(coding, record, h, w, color, timer) one image's record -> its file
 
 Decode::
 
     parse(hdr, coding, body, timer)               a checked container's body -> a record
-    to_device(rung, lane, records, kernels)       records of one rung and shape -> (levels, bits,
-                                                  cbits) decoder inputs on the lane's device, and
+    to_device(rung, slot, records, kernels)       records of one rung and shape -> (levels, bits,
+                                                  cbits) decoder inputs on the slot's device, and
                                                   errors: None, or per item None / the error
-                                                  found once the lane's copies are done
+                                                  found once the slot's copies are done
 
 ``host_entropy``: whether ``serialize`` is CPU entropy work (the entropy pool runs it,
 in threads or worker processes); the device coder's is only its container.
 ``upload``: the formats whose records go to the device the same way share a name, so a
 chunk of mixed files uploads each kind once (engine/runtime/stages.py).
 
-A *lane* (engine/runtime/executors.py) is an executor's slot: its device, staging buffers
-and timer.  A rANS lane is a ``tile`` x ``tile`` rectangle of a version 2 file.
+A *slot* (engine/runtime/executors.py) is where an executor runs a chunk: its device, CUDA
+stream, staging buffers and timer.  A *lane* is a rANS lane, a ``tile`` x ``tile``
+rectangle of a version 2 file, coded alone.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def bitpath(kernels: str, device):
 
 
 class HostBits:
-    """A chunk's bits on their way to the host: ``records()`` once the lane's copies
+    """A chunk's bits on their way to the host: ``records()`` once the slot's copies
     are done.  ``convert`` turns the staged buffers into each image's record."""
 
     def __init__(self, records: list | None = None, staged=None, convert=None):
@@ -59,27 +60,27 @@ class HostCoded:
     coder = "native"
     host_entropy = True
 
-    def finish(self, rung, lane, e, p, ec, grays: list, kernels: str):
+    def finish(self, rung, slot, e, p, ec, grays: list, kernels: str):
         """The bit path's device buffers ``(levels, ynbits, ybuf, cnbits, cbuf)`` (Triton)
         or, for the torch bit path, Packed records already on the host."""
         cfg = rung.q.config
-        with lane.stage("bitpath"):
+        with slot.stage("bitpath"):
             bp = bitpath(kernels, e.device)
             if bp.pack_device is None:
                 return bp.pack(e, p, ec, cfg.n, cfg.levels)
             return bp.pack_device(e, p, ec, cfg.n, cfg.levels)
 
-    def to_host(self, lane, bits) -> HostBits:
-        """Device bits -> the lane's staging buffers, without waiting for the copies."""
+    def to_host(self, slot, bits) -> HostBits:
+        """Device bits -> the slot's staging buffers, without waiting for the copies."""
         if isinstance(bits, list):      # the torch bit path packs on the host
             return HostBits(records=bits)
         lv, ynbits, ybuf, cnbits, cbuf = bits
-        with lane.stage("d2h"):
-            h = (lane.host("lv", lv.shape).copy_(lv, non_blocking=True),
-                 lane.host("ynbits", ynbits.shape, torch.int32).copy_(ynbits, non_blocking=True),
-                 lane.host("ybuf", ybuf.shape).copy_(ybuf, non_blocking=True),
+        with slot.stage("d2h"):
+            h = (slot.host("lv", lv.shape).copy_(lv, non_blocking=True),
+                 slot.host("ynbits", ynbits.shape, torch.int32).copy_(ynbits, non_blocking=True),
+                 slot.host("ybuf", ybuf.shape).copy_(ybuf, non_blocking=True),
                  int(cnbits),
-                 lane.host("cbuf", cbuf.shape).copy_(cbuf, non_blocking=True))
+                 slot.host("cbuf", cbuf.shape).copy_(cbuf, non_blocking=True))
         return HostBits(staged=h, convert=_packed_records)
 
 
@@ -88,13 +89,13 @@ class DenseDecoded:
 
     upload = "dense"
 
-    def to_device(self, rung, lane, decs: list, kernels: str):
+    def to_device(self, rung, slot, decs: list, kernels: str):
         """One staging buffer per input; inline on the CPU straight into the decoder's
         float inputs."""
-        dev = lane.device
+        dev = slot.device
         B = len(decs)
-        with lane.stage("h2d"):
-            if dev.type == "cpu" and lane.stream is None:
+        with slot.stage("h2d"):
+            if dev.type == "cpu" and slot.stream is None:
                 # numpy casting on this thread: torch's .float() on its intra-op threads cost
                 # ~10x that on a busy 2-core machine (#25)
                 ins = [torch.empty((B, *a.shape), dtype=torch.float32) for a in decs[0]]
@@ -102,7 +103,7 @@ class DenseDecoded:
                     for buf, a in zip(ins, d):
                         buf.numpy()[k] = a
                 return ins[0][:, None], ins[1], ins[2], None
-            host = [lane.host(name, (B, *a.shape)) for name, a in zip(("lv_in", "y_in", "c_in"), decs[0])]
+            host = [slot.host(name, (B, *a.shape)) for name, a in zip(("lv_in", "y_in", "c_in"), decs[0])]
             for k, d in enumerate(decs):
                 for buf, a in zip(host, d):
                     buf.numpy()[k] = a

@@ -41,12 +41,12 @@ class RawV1(HostCoded):
                                      f"{(ny + 7) // 8}+{(nc_file + 7) // 8}")
             return reference.Packed(levels, ysec, ny, csec if not gray else bytes((nc + 7) // 8), nc)
 
-    def to_device(self, rung, lane, packeds: list, kernels: str):
-        """The bit path's unpack, on the lane's device."""
+    def to_device(self, rung, slot, packeds: list, kernels: str):
+        """The bit path's unpack, on the slot's device."""
         cfg = rung.q.config
-        with lane.stage("h2d"):
-            lv, bits, cbits = bitpath(kernels, lane.device).unpack(packeds, cfg.n, cfg.m, cfg.levels,
-                                                                   device=lane.device)
+        with slot.stage("h2d"):
+            lv, bits, cbits = bitpath(kernels, slot.device).unpack(packeds, cfg.n, cfg.m, cfg.levels,
+                                                                   device=slot.device)
         return lv, bits, cbits, None
 
 

@@ -53,18 +53,18 @@ class LanesV2Triton:
     host_entropy = False    # serialize writes the container only, on the finishing thread
     upload = "lanes"
 
-    def finish(self, rung, lane, e, p, ec, grays: list, kernels: str) -> DeviceCoded:
+    def finish(self, rung, slot, e, p, ec, grays: list, kernels: str) -> DeviceCoded:
         from kernels import rans_triton
-        with lane.stage("entropy"):
+        with slot.stage("entropy"):
             words, lens, geo = lanes.device_encode(rung.q.config, rung.tables, p, e, ec, grays)
             # into a buffer of the worst case: its used length is known on the host only
-            # once the lane's copies are done (HostBits.records), so nothing waits here
+            # once the slot's copies are done (HostBits.records), so nothing waits here
             flat, offs = rans_triton.compact(words, lens, total=words.numel())
         return DeviceCoded(flat, offs, geo)
 
-    def to_host(self, lane, bits: DeviceCoded) -> HostBits:
-        with lane.stage("d2h"):
-            offs = lane.host("rans_offs", bits.offs.shape, torch.int64).copy_(bits.offs, non_blocking=True)
+    def to_host(self, slot, bits: DeviceCoded) -> HostBits:
+        with slot.stage("d2h"):
+            offs = slot.host("rans_offs", bits.offs.shape, torch.int64).copy_(bits.offs, non_blocking=True)
         return HostBits(staged=(bits.flat, offs, bits.geo), convert=_lane_bytes)
 
     def serialize(self, coding, coded: list, h: int, w: int, color: int, timer=None) -> bytes:
@@ -79,18 +79,18 @@ class LanesV2Triton:
                 raise BitstreamError(bad)
             return LanesToDecode(body, H // 8, W // 8, hdr.tile, hdr.color == COLOR_GRAY)
 
-    def to_device(self, rung, lane, decs: list, kernels: str):
+    def to_device(self, rung, slot, decs: list, kernels: str):
         """Uploads the lanes and decodes them on the device; ``errors()`` reads each
-        file's lane status once the lane's copies are done."""
+        file's lane status once the slot's copies are done."""
         from kernels import rans_triton
         d0 = decs[0]
-        with lane.stage("h2d"):
-            hostbuf = (lambda shape, dtype: lane.host("rans_in", shape, dtype))
+        with slot.stage("h2d"):
+            hostbuf = (lambda shape, dtype: slot.host("rans_in", shape, dtype))
             (lv, bits, cbits), status, geo = lanes.device_decode(
                 rung.q.config, rung.tables, d0.h, d0.w, [(d.body, d.tile, d.gray) for d in decs],
-                lane.device, torch.float32, host_buffer=hostbuf if lane.device.type == "cuda" else None)
-        with lane.stage("entropy"):
-            status_h = lane.host("rans_status", status.shape, torch.int32).copy_(status, non_blocking=True)
+                slot.device, torch.float32, host_buffer=hostbuf if slot.device.type == "cuda" else None)
+        with slot.stage("entropy"):
+            status_h = slot.host("rans_status", status.shape, torch.int32).copy_(status, non_blocking=True)
 
         def errors():
             return [None if ok else BitstreamError("corrupt lane: its rANS stream does not decode to its end")

@@ -146,9 +146,10 @@ class Rungs:
     """The rungs one codec has loaded: runners are built once per quality."""
 
     def __init__(self, model: str, root=None, backend: str = "auto", device=None, threads: int | None = None,
-                 precision: str | None = None, compile: str | None = None):
+                 precision: str | None = None, compile: str | None = None, build_dir=None):
         self.codings = Codings(model, root)
         self.backend, self.device, self.threads = backend, device, threads
+        self.build_dir = build_dir          # None: ENGINE_BUILD_DIR, else build/
         self.precision = resolve_precision(precision, backend, device)
         self.compile = resolve_compile(compile, backend)
         self.loaded: dict[int, Rung] = {}
@@ -164,7 +165,7 @@ class Rungs:
         if r is None:
             coding = self.codings.get(q.quality, decode)
             runner = make_runner(q, self.backend, self.device, threads=self.threads, precision=self.precision,
-                                 compile=self.compile)
+                                 compile=self.compile, build_dir=self.build_dir)
             r = self.loaded[q.quality] = Rung(q, coding, runner)
         return r
 

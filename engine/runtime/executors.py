@@ -8,10 +8,10 @@
   stream's buffers again (N chunks later), so the CPU finishes chunk k (unpacks its
   bits, submits its entropy coding) while the GPU runs chunks k+1 .. k+N-1.
 
-Both hand the same *lanes* to the same stage code: ``lane.device``, ``lane.host(name,
-shape, dtype)`` (a staging buffer reused per lane), ``lane.stage(name)`` (the stage
-timer); the executor makes the lane's stream current around ``enqueue``.  A chunk is
-``submit(indices, enqueue)``: ``enqueue(lane)`` queues the device work and returns the
+Both hand the same *slots* to the same stage code: ``slot.device``, ``slot.host(name,
+shape, dtype)`` (a staging buffer reused per slot), ``slot.stage(name)`` (the stage
+timer); the executor makes the slot's stream current around ``enqueue``.  A chunk is
+``submit(indices, enqueue)``: ``enqueue(slot)`` queues the device work and returns the
 host-side finisher (or None); an exception in either is reported for the chunk's
 items through ``on_error(indices, exc)``.
 
@@ -144,7 +144,7 @@ class CudaApi:
 CUDA = CudaApi()
 
 
-class Lane:
+class Slot:
     """Where one chunk runs: a device, a stream (None: the current one), staging buffers."""
 
     def __init__(self, device, stream=None, timer=None, pinned=None):
@@ -154,12 +154,12 @@ class Lane:
         self.done = None             # event after the chunk's last copy to the host
         self.finish = None           # host-side completion of the chunk in flight
         self.indices: list = []
-        self._pinned = pinned        # pinned allocator (a stream lane), else plain memory
+        self._pinned = pinned        # pinned allocator (a stream slot), else plain memory
         self._host: dict[str, torch.Tensor] = {}
 
     def host(self, name: str, shape, dtype=torch.uint8) -> torch.Tensor:
-        """A host tensor of this shape, reusing (growing) the lane's named buffer.  Only
-        valid until the lane's next chunk, i.e. until its finisher has run."""
+        """A host tensor of this shape, reusing (growing) the slot's named buffer.  Only
+        valid until the slot's next chunk, i.e. until its finisher has run."""
         itemsize = torch.empty((), dtype=dtype).element_size()
         nbytes = int(np.prod(shape)) * itemsize
         buf = self._host.get(name)
@@ -180,28 +180,28 @@ class InlineExecutor:
     kind = "inline"
 
     def __init__(self, device, timer=None, on_error=None):
-        self.lane = Lane(device, timer=timer)
+        self.slot = Slot(device, timer=timer)
         self.on_error = on_error
 
     @property
     def device(self):
-        return self.lane.device
+        return self.slot.device
 
     def batch_for(self, key, cfg, height: int, width: int, n_images: int, op: str, max_batch: int) -> int:
         return max_batch
 
     def submit(self, indices: list, enqueue) -> None:
-        lane = self.lane
-        lane.indices = list(indices)
+        slot = self.slot
+        slot.indices = list(indices)
         try:
-            fn = enqueue(lane)
+            fn = enqueue(slot)
             if fn is not None:
-                if lane.device.type == "cuda":
-                    with lane.stage("wait"):
-                        torch.cuda.current_stream(lane.device).synchronize()
+                if slot.device.type == "cuda":
+                    with slot.stage("wait"):
+                        torch.cuda.current_stream(slot.device).synchronize()
                 fn()
         except Exception as exc:  # noqa: BLE001 - reported per item
-            self.on_error(lane.indices, exc)
+            self.on_error(slot.indices, exc)
 
     def drain(self) -> None:
         pass
@@ -235,8 +235,8 @@ class StreamExecutor:
         self.fixed_budget = budget_bytes
         self.timer = timer
         self.on_error = on_error
-        self.lanes: list[Lane] = []
-        self.active = 1               # lanes in use: the largest plan's streams so far
+        self.slots: list[Slot] = []
+        self.active = 1               # slots in use: the largest plan's streams so far
         self.turn = 0
         self.plans: list[tuple[object, Plan]] = []     # what was chosen, per bucket (for logs/tests)
 
@@ -247,7 +247,7 @@ class StreamExecutor:
         return memory_budget(self.api.free_bytes(self.device), self.memory_fraction, self.reserve_bytes)
 
     def batch_for(self, key, cfg, height: int, width: int, n_images: int, op: str, max_batch: int) -> int:
-        """The memory plan's batch for a bucket (recorded in ``plans``); the lanes in use
+        """The memory plan's batch for a bucket (recorded in ``plans``); the slots in use
         grow to the largest plan's streams."""
         p = plan(activation_bytes(cfg, height, width, op), n_images, self.budget(), max_batch, self.max_streams)
         self.plans.append((key, p))
@@ -255,45 +255,45 @@ class StreamExecutor:
         return p.batch
 
     # -- running ------------------------------------------------------------
-    def _lane(self) -> Lane:
+    def _slot(self) -> Slot:
         k = self.turn % self.active
         self.turn += 1
-        while len(self.lanes) <= k:
+        while len(self.slots) <= k:
             s = self.api.new_stream(self.device)
             s.wait_stream(self.api.current_stream(self.device))   # model weights, earlier work
-            self.lanes.append(Lane(self.device, s, self.timer, pinned=self.api.pinned))
-        return self.lanes[k]
+            self.slots.append(Slot(self.device, s, self.timer, pinned=self.api.pinned))
+        return self.slots[k]
 
-    def _finish(self, lane: Lane) -> None:
-        if lane.finish is None:
+    def _finish(self, slot: Slot) -> None:
+        if slot.finish is None:
             return
-        fn, lane.finish = lane.finish, None
+        fn, slot.finish = slot.finish, None
         try:
             with stage(self.timer, "wait"):
-                lane.done.synchronize()
+                slot.done.synchronize()
             fn()
         except Exception as exc:  # noqa: BLE001 - asynchronous CUDA errors surface here
-            self.on_error(lane.indices, exc)
+            self.on_error(slot.indices, exc)
 
     def submit(self, indices: list, enqueue) -> None:
-        lane = self._lane()
-        self._finish(lane)             # its buffers are free again after this
-        lane.indices = list(indices)
+        slot = self._slot()
+        self._finish(slot)             # its buffers are free again after this
+        slot.indices = list(indices)
         try:
-            with self.api.use_stream(lane.stream):
-                lane.finish = enqueue(lane)
-                if lane.finish is not None:
-                    lane.done = self.api.new_event()
-                    lane.done.record(lane.stream)
+            with self.api.use_stream(slot.stream):
+                slot.finish = enqueue(slot)
+                if slot.finish is not None:
+                    slot.done = self.api.new_event()
+                    slot.done.record(slot.stream)
         except Exception as exc:  # noqa: BLE001 - reported per item
-            lane.finish = None
-            self.on_error(lane.indices, exc)
+            slot.finish = None
+            self.on_error(slot.indices, exc)
 
     def drain(self) -> None:
-        for lane in self.lanes:
-            self._finish(lane)
+        for slot in self.slots:
+            self._finish(slot)
 
     def close(self) -> None:
         """Never leave work behind, also after an error."""
-        for lane in self.lanes:
-            lane.stream.synchronize()
+        for slot in self.slots:
+            slot.stream.synchronize()

@@ -138,7 +138,7 @@ def _start(settings, executor, batch_size: int, errors: str, window: int | None,
 
 
 def _last(buckets: _Buckets, run, executor, out: _Results) -> Iterator:
-    """The end of a stream: run the partial buckets, wait for the lanes, yield the rest."""
+    """The end of a stream: run the partial buckets, wait for the slots, yield the rest."""
     for chunk in buckets.rest():
         run(chunk)
     executor.drain()
@@ -156,13 +156,13 @@ def compress_iter(settings, rung, images: Iterable, executor, pool, batch_size: 
     window, out, buckets, chunk_size = _start(settings, executor, batch_size, errors, window, progress, "encode")
 
     def run(items: list) -> None:
-        def enqueue(lane):
+        def enqueue(slot):
             rgbs = [rgb for _, rgb, _, _ in items]
-            ycc = stages.stage_images(lane, rgbs, mult, stages.lazy_planes(settings, rung, rgbs, mult))
-            bits = stages.encode_chunk(settings, fmt, rung, lane, ycc, [r.shape[:2] for r in rgbs],
+            ycc = stages.stage_images(slot, rgbs, mult, stages.lazy_planes(settings, rung, rgbs, mult))
+            bits = stages.encode_chunk(settings, fmt, rung, slot, ycc, [r.shape[:2] for r in rgbs],
                                        [c for _, _, c, _ in items], [b for _, _, _, b in items])
             del ycc
-            host = fmt.to_host(lane, bits)
+            host = fmt.to_host(slot, bits)
 
             def finish():
                 for (i, rgb, color, _), rec in zip(items, host.records()):
@@ -210,11 +210,11 @@ def decompress_iter(settings, rungs, blobs: Iterable, executor, pool, batch_size
     def run(items: list) -> None:
         rung = items[0][2]
 
-        def enqueue(lane):
-            lv, bits, cbits, errors = stages.latents_to_device(settings, rung, lane, [(h, d) for _, h, _, d in items])
-            images = stages.decode_images(settings, rung, lane, lv, bits, cbits, [h for _, h, _, _ in items])
+        def enqueue(slot):
+            lv, bits, cbits, errors = stages.latents_to_device(settings, rung, slot, [(h, d) for _, h, _, d in items])
+            images = stages.decode_images(settings, rung, slot, lv, bits, cbits, [h for _, h, _, _ in items])
             del lv, bits, cbits
-            views = stages.images_to_host(lane, images)
+            views = stages.images_to_host(slot, images)
             del images
 
             def finish():

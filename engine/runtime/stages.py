@@ -16,9 +16,9 @@ Decode::
                ──images_to_host─> (h, w, 3) uint8 arrays
 
 A chunk is a list of images of one rung and one padded shape.  The device stages
-take a *lane* (engine/runtime/executors.py): where the work runs (``lane.device``, the lane's
-CUDA stream made current by the executor), its staging buffers (``lane.host``: pinned
-on a CUDA stream, plain memory inline) and its stage timer (``lane.stage``).  What
+take a *slot* (engine/runtime/executors.py): where the work runs (``slot.device``, the slot's
+CUDA stream made current by the executor), its staging buffers (``slot.host``: pinned
+on a CUDA stream, plain memory inline) and its stage timer (``slot.stage``).  What
 happens to the bits, and everything that knows the file's layout, is the format's
 (engine/format/: one object per format, picked by engine/format/registry.py).
 
@@ -47,16 +47,16 @@ def needs_tiles(settings, rung, height: int, width: int, net: str = "encoder") -
 
 # ----------------------------------------------------------------------------- encode
 
-def stage_images(lane, rgbs: list, multiple: int, lazy: bool = False) -> torch.Tensor:
+def stage_images(slot, rgbs: list, multiple: int, lazy: bool = False) -> torch.Tensor:
     """(h, w, 3) uint8 arrays of one padded shape -> (B, 3, H', W') YCbCr planes on the
-    lane's device: one staging buffer, one copy to the device, then the same ops as
+    slot's device: one staging buffer, one copy to the device, then the same ops as
     :func:`engine.io.planes.preprocess`.  ``lazy`` (one image that runs in tiles): the
     pixels on the device as :class:`LazyPlanes`, converted tile by tile; on the CPU the
     caller's array itself, with no staging copy."""
     if lazy:
         if len(rgbs) != 1:
             raise ValueError("lazy planes are for one image at a time (a tiled one)")
-        if lane.device.type == "cpu":
+        if slot.device.type == "cpu":
             import warnings
             with warnings.catch_warnings():     # a read-only array (Pillow's): the planes only read it
                 warnings.simplefilter("ignore", UserWarning)
@@ -64,21 +64,21 @@ def stage_images(lane, rgbs: list, multiple: int, lazy: bool = False) -> torch.T
             return LazyPlanes(rgb, multiple)
     sizes = [r.nbytes for r in rgbs]
     offs = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    host = lane.host("rgb", (int(offs[-1]),))
+    host = slot.host("rgb", (int(offs[-1]),))
     hv = host.numpy()
     for r, o, nb in zip(rgbs, offs, sizes):
         hv[o:o + nb] = r.reshape(-1)
-    with lane.stage("h2d"):
-        dev = host.to(lane.device, non_blocking=True)
+    with slot.stage("h2d"):
+        dev = host.to(slot.device, non_blocking=True)
     if lazy:
         return LazyPlanes(dev.view(rgbs[0].shape), multiple)
-    with lane.stage("preprocess"):
+    with slot.stage("preprocess"):
         if len(rgbs) == 1:
             return preprocess_tensor(dev.view(rgbs[0].shape), multiple)
         # each image's planes written into the batch's tensor (a torch.cat of them cost as much
         # as converting them, on a busy 2-core CPU: #25)
         H, W = padded_size(*rgbs[0].shape[:2], multiple)
-        planes = torch.empty((len(rgbs), 3, H, W), dtype=torch.float32, device=lane.device)
+        planes = torch.empty((len(rgbs), 3, H, W), dtype=torch.float32, device=slot.device)
         for k, (r, o, nb) in enumerate(zip(rgbs, offs, sizes)):
             preprocess_tensor(dev[o:o + nb].view(r.shape), multiple, out=planes[k:k + 1])
         return planes
@@ -103,7 +103,7 @@ def searcher(rung):
     return rung.search
 
 
-def latents(settings, rung, lane, ycc: torch.Tensor, sizes: list, colors: list, boosts: list | None = None):
+def latents(settings, rung, slot, ycc: torch.Tensor, sizes: list, colors: list, boosts: list | None = None):
     """The encoder's sigmoid outputs (e, p, ec) for a chunk of padded planes, in tiles
     when :func:`needs_tiles`; with ``settings.effort`` > 0 the searched codes instead
     (``sizes``: each image's (h, w)).  ``boosts``: per image None or an
@@ -131,7 +131,7 @@ def latents(settings, rung, lane, ycc: torch.Tensor, sizes: list, colors: list, 
     # which costs no speed there and keeps a batch's bytes equal to one image's.
     step = len(sizes) if ycc.device.type == "cuda" else 1
     out = []
-    with lane.stage("search"):
+    with slot.stage("search"):
         for s in range(0, len(sizes), step):
             out.append(search.run(ycc[s:s + step], sizes[s:s + step], settings.effort, gray=gray[s:s + step],
                                   roi=boosts[s:s + step])[:3])
@@ -145,21 +145,21 @@ def boost_grid(boosts: list | None, p: torch.Tensor) -> torch.Tensor | None:
     return None if grid is None else torch.from_numpy(grid).to(p.device)
 
 
-def encode_chunk(settings, fmt, rung, lane, ycc: torch.Tensor, sizes: list, colors: list, boosts: list | None = None):
+def encode_chunk(settings, fmt, rung, slot, ycc: torch.Tensor, sizes: list, colors: list, boosts: list | None = None):
     """Planes -> the format's bits on the device (``fmt.finish``: the bit path's buffers,
     or lanes coded on the device).  ``boosts``: each image's region of interest (None
     or an engine.roi.RoiBoost), see :func:`latents`."""
-    with lane.stage("network"):
-        e, p, ec = latents(settings, rung, lane, ycc, sizes, colors, boosts)
-    return fmt.finish(rung, lane, e, p, ec, [c == COLOR_GRAY for c in colors], settings.kernels)
+    with slot.stage("network"):
+        e, p, ec = latents(settings, rung, slot, ycc, sizes, colors, boosts)
+    return fmt.finish(rung, slot, e, p, ec, [c == COLOR_GRAY for c in colors], settings.kernels)
 
 
 # ----------------------------------------------------------------------------- decode
 
-def latents_to_device(settings, rung, lane, parsed: list):
+def latents_to_device(settings, rung, slot, parsed: list):
     """Parsed (header, record) pairs of one rung and shape -> decoder inputs (levels,
-    bits, cbits) as float tensors on the lane's device, in order, and ``errors()``: per
-    item None, or the error of a file found on the device (call it once the lane's
+    bits, cbits) as float tensors on the slot's device, in order, and ``errors()``: per
+    item None, or the error of a file found on the device (call it once the slot's
     copies are done).  Each format uploads its own records; a chunk of mixed files
     (version 1 and 2 of one shape) uploads each kind once, then the inputs are put back
     in the items' order."""
@@ -167,7 +167,7 @@ def latents_to_device(settings, rung, lane, parsed: list):
     for k, (hdr, _) in enumerate(parsed):
         fmt = registry.for_header(hdr, settings.coder)
         groups.setdefault(fmt.upload, (fmt, []))[1].append(k)
-    done = [(ks, fmt.to_device(rung, lane, [parsed[k][1] for k in ks], settings.kernels)) for fmt, ks in groups.values()]
+    done = [(ks, fmt.to_device(rung, slot, [parsed[k][1] for k in ks], settings.kernels)) for fmt, ks in groups.values()]
     if len(done) == 1:
         lv, bits, cbits, errors = done[0][1]
         return lv, bits, cbits, errors or (lambda: [None] * len(parsed))
@@ -184,10 +184,10 @@ def latents_to_device(settings, rung, lane, parsed: list):
     return (*merged, errors)
 
 
-def decode_chunk(settings, rung, lane, lv: torch.Tensor, bits: torch.Tensor, cbits: torch.Tensor) -> torch.Tensor:
+def decode_chunk(settings, rung, slot, lv: torch.Tensor, bits: torch.Tensor, cbits: torch.Tensor) -> torch.Tensor:
     """Decoder inputs -> (B, 3, H', W') YCbCr planes, in tiles when :func:`needs_tiles`."""
     H, W = bits.shape[-2] * 8, bits.shape[-1] * 8
-    with lane.stage("network"):
+    with slot.stage("network"):
         if needs_tiles(settings, rung, H, W, "decoder"):
             halo = tiling.decoder_halo(rung.q.config)
             tile = tiling.tile_for_runner(settings.tile_size, halo, tiling.runner_max_side(rung.runner, "decoder"))
@@ -195,13 +195,13 @@ def decode_chunk(settings, rung, lane, lv: torch.Tensor, bits: torch.Tensor, cbi
         return rung.runner.decode(bits, lv, cbits)
 
 
-def decode_images(settings, rung, lane, lv: torch.Tensor, bits: torch.Tensor, cbits: torch.Tensor, headers: list) -> list:
+def decode_images(settings, rung, slot, lv: torch.Tensor, bits: torch.Tensor, cbits: torch.Tensor, headers: list) -> list:
     """:func:`decode_chunk` then :func:`to_images`; a tiled image (a chunk of one) is
     converted to uint8 RGB tile by tile, so its float planes are never whole (issue #13:
     memory bounded by the image).  The same values either way: the conversion is per pixel."""
     H, W = bits.shape[-2] * 8, bits.shape[-1] * 8
     if len(headers) != 1 or not needs_tiles(settings, rung, H, W, "decoder"):
-        return to_images(lane, decode_chunk(settings, rung, lane, lv, bits, cbits), headers)
+        return to_images(slot, decode_chunk(settings, rung, slot, lv, bits, cbits), headers)
     (hdr,) = headers
     gray = hdr.color == COLOR_GRAY
     out = torch.empty((hdr.height, hdr.width, 3), dtype=torch.uint8, device=bits.device)
@@ -211,28 +211,28 @@ def decode_images(settings, rung, lane, lv: torch.Tensor, bits: torch.Tensor, cb
         if hr > 0 and wr > 0:
             out[a0:a0 + hr, b0:b0 + wr] = postprocess_tensor(core, hr, wr, gray=gray)
 
-    with lane.stage("network"):
+    with slot.stage("network"):
         halo = tiling.decoder_halo(rung.q.config)
         tile = tiling.tile_for_runner(settings.tile_size, halo, tiling.runner_max_side(rung.runner, "decoder"))
         tiling.decode_tiled(rung.runner.decode, bits, lv, cbits, tile, halo, store=store)
     return [out]
 
 
-def to_images(lane, ycc: torch.Tensor, headers: list) -> list:
+def to_images(slot, ycc: torch.Tensor, headers: list) -> list:
     """Planes -> one (h, w, 3) uint8 tensor per image on the device (cropped, clamped, rounded)."""
-    with lane.stage("postprocess"):
+    with slot.stage("postprocess"):
         return [postprocess_tensor(ycc[k:k + 1], hdr.height, hdr.width, gray=hdr.color == COLOR_GRAY)
                 for k, hdr in enumerate(headers)]
 
 
-def images_to_host(lane, images: list) -> list:
+def images_to_host(slot, images: list) -> list:
     """Device images -> views of one staging buffer (copies not waited for); read them
-    (and copy them out) after the lane's work is done.  Inline on the CPU the images are
+    (and copy them out) after the slot's work is done.  Inline on the CPU the images are
     host tensors of their own already: they are returned as they are."""
-    if lane.device.type == "cpu" and lane.stream is None:
+    if slot.device.type == "cpu" and slot.stream is None:
         return list(images)
-    with lane.stage("d2h"):
-        host = lane.host("rgb_out", (sum(o.numel() for o in images),))
+    with slot.stage("d2h"):
+        host = slot.host("rgb_out", (sum(o.numel() for o in images),))
         views, o0 = [], 0
         for o in images:
             v = host[o0:o0 + o.numel()].view(o.shape)
