@@ -23,9 +23,9 @@ mkdir -p "$RUN"
 init=()
 if [ ! -f "$RUN/state.pt" ]; then init=(--init bench/standing/weights.safetensors); fi
 nohup nice -n "${NICE:-10}" "$PY" -m engine.train --data "$DATA" --out "$RUN" --config small16 "${init[@]}" \
-    --distortion mse --lam 0.05 --target-bpp 0.45 --rate-warmup 1 --lr "${LR:-1.5e-4}" --warmup 100 \
+    --distortion mse --lam 0.05 --target-bpp 0.48 --rate-warmup 1 --lr "${LR:-1e-4}" --warmup 100 \
     --batch "${BATCH:-16}" --steps 100000000 --minutes "$MINUTES" --log-every 100 --save-every 500 \
-    --val-every 1000 --colour-boost 0.2 --colour-drawn 0.2 --threads "${THREADS:-2}" --seed "$(date +%s)" \
+    --val-every 1000 --colour-boost 0.15 --colour-drawn 0.15 --threads "${THREADS:-1}" --seed "$(date +%s)" \
     "$@" >> "$RUN.out" 2>&1 &
 echo $! > "$RUN.pid"
 echo "standing run: pid $(cat "$RUN.pid"), log $RUN.out, validation $RUN/val.jsonl"

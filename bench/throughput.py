@@ -563,7 +563,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 class Setup:
     """What every timed cell of a run shares."""
     args: argparse.Namespace
-    q: object                  # the rung (engine.checkpoint.Quality)
+    q: object                  # the rung (engine.net.checkpoint.Quality)
     model: str
     root: Path | None
     threads: int

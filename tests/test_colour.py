@@ -75,3 +75,24 @@ def test_training_lab_matches_scikit_image():
     x[0, :, 0, :3] = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
     ours = rgb_to_lab(x).permute(0, 2, 3, 1).numpy()
     assert np.abs(ours - rgb2lab(x.permute(0, 2, 3, 1).numpy(), channel_axis=-1)).max() < 0.05
+
+
+def test_colour_probe_matches_the_codec_and_refinement_never_loses():
+    """bench.colour_probe splits the decode into the two streams by hand: its plain decode
+    is the codec's effort-0 decode (within a level: the codec's own float path), and its
+    refined colour codes are kept only where they lower the RGB error."""
+    import engine
+    from bench import colour_probe
+    images = colour_suite.discs()[:4]
+    q = checkpoint.resolve(checkpoint.DEFAULT_MODEL)
+    net = checkpoint.load_net(q)
+    for prm in net.parameters():
+        prm.requires_grad_(False)
+    got = colour_probe.probe(net, images, steps=(0, 4))
+    with engine.Codec(quality=q.quality, backend="torch") as codec:
+        want = colour_suite.codec_roundtrip(codec, images)
+    for a, b in zip(got["decoded"], want):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    for o, d, r in zip(images, got["decoded"], got["colour codes refined, 4 steps"]):
+        err = [float(((x.astype(float) - o) ** 2).mean()) for x in (d, r)]
+        assert err[1] <= err[0] + 1.0     # 8-bit rounding of two float decodes
