@@ -48,15 +48,15 @@ def _median_ratio(a: list[float], b: list[float]) -> float:
 
 
 def _codec(engine, variant: str, q, root, build_dir: Path):
-    """A Codec for ``variant``; the runner reads the build folder and spin setting
-    when it is made, so both are set only for the construction."""
+    """A Codec for ``variant``; the runner reads the spin setting (ENGINE_ORT_SPIN, no
+    Codec argument) when it is made, so it is set only for the construction."""
     spin = "on" if variant == "conv+spin" else "off"
-    env = {"ENGINE_ORT_SPIN": spin, "ENGINE_BUILD_DIR": str(build_dir)}
+    env = {"ENGINE_ORT_SPIN": spin}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
         return engine.Codec(quality=q.quality, model=q.model, root=root,
-                            backend="torch" if variant == "torch" else "onnxruntime")
+                            backend="torch" if variant == "torch" else "onnxruntime", build_dir=build_dir)
     finally:
         for k, v in saved.items():
             if v is None:

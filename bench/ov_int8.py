@@ -42,8 +42,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--build-dir", default=None)
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = ap.parse_args(argv)
-    if args.build_dir:
-        os.environ["ENGINE_BUILD_DIR"] = str(Path(args.build_dir).resolve())
+    build_dir = Path(args.build_dir).resolve() if args.build_dir else None
 
     import nncf
     import openvino as ov
@@ -70,9 +69,9 @@ def main(argv=None) -> dict:
            "machine": machine_info(os.cpu_count() or 1), "cpu": describe(), "model": model,
            "nncf": nncf.__version__, "openvino": ov.get_version(), "calibration_crops": len(calib), "rungs": {}}
     for q in qualities(model):
-        ref = engine.Codec(quality=q, model=model, backend="onnxruntime")
-        bf = engine.Codec(quality=q, model=model, backend="openvino", precision="bf16")
-        i8 = engine.Codec(quality=q, model=model, backend="openvino", precision="bf16")
+        ref = engine.Codec(quality=q, model=model, backend="onnxruntime", build_dir=build_dir)
+        bf = engine.Codec(quality=q, model=model, backend="openvino", precision="bf16", build_dir=build_dir)
+        i8 = engine.Codec(quality=q, model=model, backend="openvino", precision="bf16", build_dir=build_dir)
         r = i8.runner
         enc_in = [{"ycc": x.numpy()} for x in calib]
         dec_in = []

@@ -60,10 +60,10 @@ def pixel_diff(a: np.ndarray, b: np.ndarray) -> dict:
             "frac_over_1": float(np.count_nonzero(d > 1) / d.size), "psnr": psnr(a, b)}
 
 
-def run_quality(q: int, model: str, images: list, log) -> dict:
+def run_quality(q: int, model: str, images: list, log, build_dir: Path | None = None) -> dict:
     import engine
-    ort = engine.Codec(quality=q, model=model, backend="onnxruntime")
-    ov = {p: engine.Codec(quality=q, model=model, backend="openvino", precision=p) for p in ("fp32", "bf16")}
+    ort = engine.Codec(quality=q, model=model, backend="onnxruntime", build_dir=build_dir)
+    ov = {p: engine.Codec(quality=q, model=model, backend="openvino", precision=p, build_dir=build_dir) for p in ("fp32", "bf16")}
     per = {f"{e}+{d}": {"bpp": [], "psnr": []} for e, d in POLICIES}
     per["onnxruntime fp32"] = {"bpp": [], "psnr": []}
     files_differ, sym = 0, {"levels": [0, 0], "ybits": [0, 0], "cbits": [0, 0]}
@@ -146,8 +146,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--build-dir", default=None, help="artifact folder (default: ENGINE_BUILD_DIR or build/)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = ap.parse_args(argv)
-    if args.build_dir:
-        os.environ["ENGINE_BUILD_DIR"] = str(Path(args.build_dir).resolve())
+    build_dir = Path(args.build_dir).resolve() if args.build_dir else None
 
     import openvino
 
@@ -165,7 +164,7 @@ def main(argv=None) -> dict:
            "model": model, "data": args.data, "holdout": args.holdout, "images": len(images), "rungs": []}
     for q in qs:
         log(f"quality {q} ...")
-        res["rungs"].append(run_quality(q, model, images, log))
+        res["rungs"].append(run_quality(q, model, images, log, build_dir))
     stem = write_results(args.out, "ov-precision", res["machine"], res, markdown(res))
     log(f"wrote {stem}.json/.md")
     print(markdown(res))

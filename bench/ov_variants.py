@@ -44,19 +44,14 @@ def _codec(engine, variant: str, q, build_dir: Path, conv_dir: Path):
     from engine.runners import ov_runner
     pin = ov_runner.PIN_THREADS
     ov_runner.PIN_THREADS = True if variant == "pinned" else pin
-    saved = os.environ.get("ENGINE_BUILD_DIR")
-    os.environ["ENGINE_BUILD_DIR"] = str(conv_dir if variant == "conv shuffles" else build_dir)
     try:
         backend = "onnxruntime" if variant == "onnxruntime" else "openvino"
         precision = "fp32" if variant in ("fp32", "onnxruntime") else "bf16"
         return engine.Codec(quality=q.quality, model=q.model, backend=backend, precision=precision,
-                            threads=1 if variant == "1 thread" else None)
+                            threads=1 if variant == "1 thread" else None,
+                            build_dir=conv_dir if variant == "conv shuffles" else build_dir)
     finally:
         ov_runner.PIN_THREADS = pin
-        if saved is None:
-            os.environ.pop("ENGINE_BUILD_DIR", None)
-        else:
-            os.environ["ENGINE_BUILD_DIR"] = saved
 
 
 def main(argv=None) -> dict:

@@ -522,6 +522,7 @@ def plot(res: dict, path: Path) -> None:
 # ----------------------------------------------------------------------------- main
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from engine.settings import available_kernels, available_precisions
     ap = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "kodak"))
@@ -538,13 +539,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="rans | context | none, rans:native | rans:triton (bitstream v2 with that coder), or a "
                          "comma list: each backend runs once per mode, in turns within each round, and the ratio "
                          "of the first mode's images/s to each other's is reported")
-    ap.add_argument("--precision", default=None, choices=["auto", "fp32", "fp16", "bf16"],
+    ap.add_argument("--precision", default=None, choices=available_precisions(),
                     help="network precision (default: the codec's, auto = fp16 for torch on CUDA, bf16 for "
                          "OpenVINO on a CPU with bf16 matrix units)")
     ap.add_argument("--compile", default="off",
                     help="comma list of torch.compile modes for the torch backends, side by side (off, default, "
                          "reduce-overhead = CUDA graphs); with more than one, one --entropy mode")
-    ap.add_argument("--kernels", default=None, choices=["auto", "torch", "triton"])
+    ap.add_argument("--kernels", default=None, choices=available_kernels())
     ap.add_argument("--build-dir", default=None, help="artifact folder (default: ENGINE_BUILD_DIR or build/)")
     ap.add_argument("--no-build", action="store_true", help="do not build missing ONNX/TensorRT artifacts")
     ap.add_argument("--no-baselines", action="store_true")

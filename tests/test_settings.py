@@ -88,3 +88,13 @@ def test_bench_scripts_take_backends_from_the_registry(script, capsys):
         mod.main(["--backend", "tpu"])
     err = capsys.readouterr().err
     assert "invalid choice: 'tpu'" in err and all(b in err for b in settings.available_backends())
+
+
+@pytest.mark.parametrize(("flag", "registry"), [("--precision", "available_precisions"),
+                                                ("--kernels", "available_kernels")])
+def test_bench_throughput_takes_its_choices_from_the_registries(flag, registry, capsys):
+    from bench import throughput
+    with pytest.raises(SystemExit):
+        throughput.parse_args([flag, "tpu"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'tpu'" in err and all(v in err for v in getattr(settings, registry)())
