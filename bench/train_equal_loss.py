@@ -24,7 +24,7 @@ def run(precision: str, args, out: Path) -> dict:
                 "--distortion", "mse", "--lam", "0.05", "--target-bpp", "0.45", "--rate-warmup", "1",
                 "--lr", "2e-4", "--warmup", "100", "--steps", str(args.steps), "--batch", "8",
                 "--val-every", str(args.steps), "--log-every", str(args.steps), "--save-every", str(args.steps),
-                "--threads", str(args.threads), "--precision", precision, "--seed", "3"])
+                "--threads", str(args.threads), "--precision", precision, "--seed", str(args.seed)])
     vals = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return {"start": vals[0], "end": vals[-1], "train_loss_last": log[-1]["loss"], "wall_s": round(time.time() - t)}
@@ -38,24 +38,28 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    ap.add_argument("--seed", type=int, default=3, help="the batches' seed (another seed: the spread between runs)")
+    ap.add_argument("--precisions", default="fp32,bf16", help="comma list, each run from the same init and batches")
     args = ap.parse_args(argv)
     from engine import cpu
-    res = {"cpu": cpu.describe(), "steps": args.steps, "batch": 8, "init": Path(args.init).parent.name}
+    precs = [p for p in args.precisions.split(",") if p]
+    res = {"cpu": cpu.describe(), "steps": args.steps, "batch": 8, "seed": args.seed, "init": Path(args.init).parent.name}
     with tempfile.TemporaryDirectory() as tmp:
-        for p in ("fp32", "bf16"):
+        for p in precs:
             res[p] = run(p, args, Path(tmp) / p)
-    keys = [k for k in res["fp32"]["end"] if k.startswith(("psnr", "bpp"))]
+    keys = [k for k in res[precs[0]]["end"] if k.startswith(("psnr", "bpp"))]
     lines = [f"# Equal-loss check: {args.steps} steps fp32 vs bf16 from the same init and batches", "",
-             f"{res['cpu']}. `python -m bench.train_equal_loss --steps {args.steps}`; held-out training images "
+             f"{res['cpu']}. `python -m bench.train_equal_loss --steps {args.steps} --seed {args.seed}`; held-out training images "
              "(20, centre 256x256 crops), PSNR-RGB dB and raw bpp at three map offsets.", "",
              "| | " + " | ".join(keys) + " | last train loss | wall s |", "|---" * (len(keys) + 3) + "|",
-             "| start | " + " | ".join(str(res["fp32"]["start"][k]) for k in keys) + " | | |"]
-    for p in ("fp32", "bf16"):
+             "| start | " + " | ".join(str(res[precs[0]]["start"][k]) for k in keys) + " | | |"]
+    for p in precs:
         lines.append(f"| {p} after {args.steps} | " + " | ".join(str(res[p]["end"][k]) for k in keys)
                      + f" | {res[p]['train_loss_last']} | {res[p]['wall_s']} |")
     text = "\n".join(lines) + "\n"
     print(text)
     slug = "".join(ch if ch.isalnum() else "-" for ch in cpu.cpu_name().lower()).strip("-")
+    slug += "" if args.seed == 3 else f"-seed{args.seed}"
     Path(args.out, f"train-equal-loss-{slug}.json").write_text(json.dumps(res, indent=1))
     Path(args.out, f"train-equal-loss-{slug}.md").write_text(text)
 

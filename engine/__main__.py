@@ -106,6 +106,9 @@ def _parser():
         p.add_argument("--quiet", action="store_true")
         if name == "compress":
             p.add_argument("-q", "--quality", type=int, default=None)
+            p.add_argument("--search-precision", default=None, choices=CHOICES["search_precision"],
+                           help="the code search's steps (effort > 0; default ENGINE_SEARCH_PRECISION, else auto: "
+                                "bf16 on a CPU with bf16 matrix units)")
             p.add_argument("--entropy", default="rans", choices=CHOICES["entropy"],
                            help="rans: bitstream v2 (default); context: v1's range coder; none: raw bits")
             p.add_argument("--effort", type=int, default=0, choices=range(10), metavar="0..9",
@@ -505,7 +508,8 @@ def _codec_options(args, model: str | None) -> dict:
     return dict(model=model or args.model or DEFAULT_MODEL, backend=args.backend, kernels=args.kernels,
                 max_pixels=max_pixels_setting(args.max_pixels, "--max-pixels"), root=args.model_dir,
                 tile_pixels=args.tile_pixels, tile_size=args.tile_size, coder=args.coder, precision=args.precision,
-                compile=args.compile, entropy_pool=args.entropy_pool)
+                compile=args.compile, entropy_pool=args.entropy_pool,
+                **({"search_precision": args.search_precision} if args.cmd == "compress" else {}))
 
 
 def _remove_stale_temps(out: Path) -> None:

@@ -29,7 +29,7 @@ from .errors import BitstreamError
 from .runtime.executors import CUDA, InlineExecutor, StreamExecutor
 from .io.imageio import COLOR_GRAY, check_batch, max_pixels_setting, to_rgb
 from .net.rungs import Rungs
-from .settings import Settings, check_choices, tile_pixels_setting, tile_size_setting
+from .settings import Settings, check, check_choices, pick, tile_pixels_setting, tile_size_setting
 from .runners import BackendUnavailable
 
 
@@ -76,6 +76,10 @@ class Codec:
     compile   torch backend: "off" (default ENGINE_TORCH_COMPILE, else off), "default"
               (torch.compile) or "reduce-overhead" (torch.compile with CUDA graphs);
               engine/runners/torch_runner.py.
+    search_precision  the code search's gradient steps (effort > 0): "fp32", "bf16" or "auto"
+              (default ENGINE_SEARCH_PRECISION, else auto = bf16 on a CPU with bf16 matrix
+              units, fp32 elsewhere).  The search's checks stay fp32 either way
+              (engine/net/search.py); bf16 changes which codes it finds, about 2x sooner.
     build_dir the build artifacts' folder (ONNX, TensorRT engines, OpenVINO IR; default
               ENGINE_BUILD_DIR, else the repository's build/): engine/build.py.
 
@@ -89,18 +93,21 @@ class Codec:
                  tile_pixels: int | None = None, tile_size: int | None = None,
                  entropy_pool: str | None = None, effort: int = 0, coder: str | None = None,
                  precision: str | None = None, compile: str | None = None, metric: str | None = None,
-                 build_dir: str | Path | None = None):
+                 build_dir: str | Path | None = None, search_precision: str | None = None):
         from kernels import kernel_choice
 
         from .net.search import check_effort
         self.effort = check_effort(effort)
         # every named choice against its registry (engine/settings.py), before anything loads
         named = check_choices(backend=backend, kernels=kernels, coder=coder, precision=precision, compile=compile,
-                              entropy_pool=entropy_pool, entropy=entropy, metric=metric)
+                              entropy_pool=entropy_pool, entropy=entropy, metric=metric,
+                              search_precision=search_precision)
         entropy, entropy_pool, metric = named["entropy"], named["entropy_pool"], named["metric"]
         self.entropy_mode = bitstream.ENTROPY_NAMES[entropy]
         self.entropy_name = entropy
         self.entropy_pool = entropy_pool
+        self.search_precision = pick(named["search_precision"], "ENGINE_SEARCH_PRECISION", "auto")
+        check("search_precision", self.search_precision, "ENGINE_SEARCH_PRECISION")
         self.kernels = kernel_choice(kernels)
         self.backend = backend
         self.device = device
@@ -157,7 +164,8 @@ class Codec:
         ``effort`` for a call that searches at another (a target size's tries)."""
         return Settings(kernels=self.kernels, entropy_mode=self.entropy_mode, coder=self.coder,
                                  effort=self.effort if effort is None else effort, tile_pixels=self.tile_pixels,
-                                 tile_size=self.tile_size, max_pixels=self.max_pixels)
+                                 tile_size=self.tile_size, max_pixels=self.max_pixels,
+                                 search_precision=self.search_precision)
 
     @property
     def config(self):

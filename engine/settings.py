@@ -31,6 +31,7 @@ ENV = {
     "ENGINE_BUILD_DIR": "where the build artifacts (ONNX, TensorRT engines, OpenVINO IR) live",
     "ENGINE_ORT_SPIN": "ONNX Runtime's spinning intra-op threads: off | on",
     "ENGINE_CPU_BF16": "override the detection of the CPU's bf16 matrix units: 0 | 1",
+    "ENGINE_SEARCH_PRECISION": "the code search's gradient steps (effort > 0): auto | fp32 | bf16",
     "ENGINE_NATIVE_PIXELS": "0: the torch pixel conversions instead of native/pixels.cpp",
 }
 
@@ -46,10 +47,13 @@ CHOICES = {
     # metric=: Codec(metric=...) picks the installed model trained for it
     "metric": ("mse", "ms-ssim"),
     "ort_spin": ("off", "on"),
+    # the code search's gradient steps (engine/net/search.py): auto = bf16 on a CPU with bf16 matrix units
+    "search_precision": ("auto", "fp32", "bf16"),
 }
 ALIASES = {"entropy": {"raw": "none"}}     # accepted, not listed (bitstream.ENTROPY_NAMES)
 # The Codec's arguments that name a choice (each its CHOICES key): what check_choices checks.
-CODEC_CHOICES = ("backend", "kernels", "coder", "precision", "compile", "entropy_pool", "entropy", "metric")
+CODEC_CHOICES = ("backend", "kernels", "coder", "precision", "compile", "entropy_pool", "entropy", "metric",
+                 "search_precision")
 
 
 def available(kind: str) -> tuple[str, ...]:
@@ -93,6 +97,11 @@ def available_entropy_modes() -> tuple[str, ...]:
     """The entropy modes a file is written with (each has a format in
     engine/format/registry.py; tests/test_settings.py holds them together)."""
     return available("entropy")
+
+
+def available_search_precisions() -> tuple[str, ...]:
+    """The code search's precisions (effort > 0)."""
+    return available("search_precision")
 
 
 def available_metrics() -> tuple[str, ...]:
@@ -155,6 +164,7 @@ class Settings:
     tile_pixels: int
     tile_size: int
     max_pixels: int
+    search_precision: str = "auto"   # effort > 0: auto | fp32 | bf16 (engine/net/search.py)
 
     def with_(self, **changes) -> Settings:
         return replace(self, **changes)

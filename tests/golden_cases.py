@@ -90,7 +90,7 @@ def record_cpu_table(out: Path) -> None:
         if ent == "rans" or setting in res.get("setting_cpu", {}):
             continue                            # v2 pixels are v1's; e1 stays on its CPU
         codec = engine.Codec(quality=int(q[1:]), model=res.get("model", "small"), entropy=ent,
-                             effort=int(effort[1:]), backend="torch", kernels="torch")
+                             effort=int(effort[1:]), backend="torch", kernels="torch", search_precision="fp32")
         imgs = {**inputs("synthetic"), **inputs("kodak")}
         table[setting] = {}
         for name, want in cases.items():
@@ -112,7 +112,8 @@ def record(out: Path, only: set | None = None, model: str = "small", settings=SE
     for q, ent, effort in settings:
         if only and f"q{q}-{ent}-e{effort}" not in only:
             continue
-        codec = engine.Codec(quality=q, model=model, entropy=ent, effort=effort, backend="torch", kernels="torch")
+        codec = engine.Codec(quality=q, model=model, entropy=ent, effort=effort, backend="torch", kernels="torch",
+                             search_precision="fp32")
         cases = {}
         for which in ("synthetic", "kodak"):
             if effort and which == "kodak":

@@ -77,7 +77,8 @@ def _cases(setting: str, effort: int):
 def test_golden_bytes_every_path(setting):
     q, ent, effort = setting.split("-")
     q, effort = int(q[1:]), int(effort[1:])
-    codec = engine.Codec(quality=q, model=MODEL, entropy=ent, effort=effort, backend="torch", kernels="torch")
+    codec = engine.Codec(quality=q, model=MODEL, entropy=ent, effort=effort, backend="torch", kernels="torch",
+                         search_precision="fp32")   # the reference search (its bf16 steps: tests/test_search.py)
     cases = _cases(setting, effort)
     names = [n for n, _, _ in cases]
     items = [to_input(a) for _, a, _ in cases]

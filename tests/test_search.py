@@ -329,3 +329,56 @@ def test_bench_tools_for_effort_run(tmp_path):
                       "--out", str(tmp_path / "st")])
     res = json.loads((tmp_path / "st.json").read_text())
     assert [r["effort"] for r in res["rows"]] == [0, 1] and len(res["ladder_effort0"]) == 3
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_search_precision_never_worse_than_one_pass(tiny_root, precision):
+    """bf16 runs the gradient steps only: the checks stay fp32, so the codes returned
+    are never worse by the exact J than the encoder's own, in either precision, and the
+    file is ordinary."""
+    q = checkpoint.resolve("tiny", 2, root=tiny_root)
+    codec0 = engine.Codec(quality=2, model="tiny", root=tiny_root, backend="torch")
+    tables = codec0.parse(codec0.compress(_image()))[1].tables
+    img = _image()
+    _, _, _, stats = CodeSearch(checkpoint.load_net(q), tables, rung_slope(q), precision=precision).run(
+        preprocess(img, 16), [img.shape[:2]], 2)
+    assert stats["precision"] == precision
+    assert all(j <= j0 + 1e-9 for j, j0 in zip(stats["J"], stats["J0"]))
+    codec = engine.Codec(quality=2, model="tiny", root=tiny_root, backend="torch", effort=2, search_precision=precision)
+    data = codec.compress(img)
+    assert codec.compress(img) == data                      # deterministic in each precision
+    assert np.array_equal(codec0.decompress(data), codec.decompress(data))
+
+
+def test_search_precision_auto_follows_the_cpu(monkeypatch):
+    monkeypatch.setenv("ENGINE_CPU_BF16", "1")
+    assert S.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setenv("ENGINE_CPU_BF16", "0")
+    assert S.resolve_precision("auto", "cpu") == "fp32"
+    assert S.resolve_precision("bf16", "cpu") == "bf16" and S.resolve_precision("fp32", "cpu") == "fp32"
+
+
+def test_search_precision_is_a_checked_setting(tiny_root, monkeypatch):
+    with pytest.raises(ValueError, match="search_precision must be one of"):
+        engine.Codec(quality=2, model="tiny", root=tiny_root, search_precision="fp64")
+    monkeypatch.setenv("ENGINE_SEARCH_PRECISION", "bf16")
+    assert engine.Codec(quality=2, model="tiny", root=tiny_root).settings().search_precision == "bf16"
+    monkeypatch.setenv("ENGINE_SEARCH_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="ENGINE_SEARCH_PRECISION"):
+        engine.Codec(quality=2, model="tiny", root=tiny_root)
+
+
+@pytest.mark.slow
+def test_bf16_search_finds_codes_as_good_as_fp32_on_the_shipped_model():
+    """The stated tolerance (README, "Effort"): on the shipped model at its default rung,
+    the bf16 search's exact J is within 0.15 dB of the fp32 search's at effort 2."""
+    from engine.net.rungs import load_tables
+    q = checkpoint.resolve(checkpoint.DEFAULT_MODEL)
+    img = _image(96, 128, 5)
+    js = {}
+    for p in ("fp32", "bf16"):
+        s = CodeSearch(checkpoint.load_net(q), load_tables(q), rung_slope(q), S.rung_ms_ssim_weight(q), precision=p)
+        js[p] = s.run(preprocess(img, 16), [img.shape[:2]], 2)[3]
+    assert js["bf16"]["J0"] == pytest.approx(js["fp32"]["J0"], abs=1e-4)   # fp32 checks (channels_last: ~1e-7)
+    assert js["bf16"]["J"][0] < js["bf16"]["J0"][0]
+    assert abs(js["bf16"]["J"][0] - js["fp32"]["J"][0]) <= 0.15

@@ -18,6 +18,7 @@ REGISTRIES = {
     "entropy_pool": settings.available_entropy_pools,
     "entropy": settings.available_entropy_modes,
     "metric": settings.available_metrics,
+    "search_precision": settings.available_search_precisions,
 }
 
 
@@ -98,3 +99,8 @@ def test_bench_throughput_takes_its_choices_from_the_registries(flag, registry, 
         throughput.parse_args([flag, "tpu"])
     err = capsys.readouterr().err
     assert "invalid choice: 'tpu'" in err and all(v in err for v in getattr(settings, registry)())
+
+
+def test_search_precisions_are_the_registrys():
+    from engine.net import search
+    assert set(search.PRECISIONS) == set(settings.available_search_precisions()) - {"auto"}

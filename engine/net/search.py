@@ -52,8 +52,16 @@ importance logits and D weighs each pixel's squared error by the ROI's weight (1
 inside a mask boosted by k; 1 / (1 - b) where a boost map lowers it), so the region's
 error costs more and its bits are worth more; the MS-SSIM term stays unweighted.
 
-Deterministic: no randomness; the same input and effort on the same backend and
-machine give the same bytes.  On CUDA, images of one size bucket are searched as
+Precision (``precision``, :func:`resolve_precision`): the gradient steps (the decoder's
+forward and backward) may run in bf16 autocast with channels_last, the layout the CPU's
+bf16 matrix units (Intel AMX) want: about 2x faster per step there (issue #24,
+bench/results/search-bf16-*).  The checks stay fp32, so a bf16 search still returns the
+codes of lowest exact J among its candidates, the encoder's own included: bf16 changes
+which candidates it finds, never how they are judged.  ``auto`` is bf16 on a CPU with
+the units and fp32 elsewhere (CUDA included: not measured on a card yet).
+
+Deterministic: no randomness; the same input and effort on the same backend, precision
+and machine give the same bytes.  On CUDA, images of one size bucket are searched as
 one batch (each image's loss and Adam state are its own).
 """
 from __future__ import annotations
@@ -164,6 +172,17 @@ def ms_ssim(x: torch.Tensor, y, ref=None) -> torch.Tensor:
     return torch.prod(torch.stack(vals, 0) ** w, 0).mean(1)
 
 
+PRECISIONS = ("fp32", "bf16")   # what "auto" resolves to (engine/settings.py CHOICES["search_precision"])
+
+
+def resolve_precision(choice: str, device) -> str:
+    """``auto`` -> bf16 on a CPU with bf16 matrix units, else fp32; fp32 and bf16 as given."""
+    if choice != "auto":
+        return choice
+    from ..cpu import has_bf16_matrix
+    return "bf16" if torch.device(device).type == "cpu" and has_bf16_matrix() else "fp32"
+
+
 def check_effort(effort) -> int:
     if isinstance(effort, bool) or not isinstance(effort, (int, np.integer)) or not 0 <= effort <= MAX_EFFORT:
         raise ValueError(f"effort must be an int from 0 to {MAX_EFFORT}, got {effort!r}")
@@ -215,7 +234,14 @@ def _db(mse: float) -> float:
 class CodeSearch:
     """Refines the codes of a batch of same-size images for one model quality."""
 
-    def __init__(self, net: CodecNet, tables: context_coder.Tables, slope: float, ms_ssim_weight: float | None = None):
+    def __init__(self, net: CodecNet, tables: context_coder.Tables, slope: float, ms_ssim_weight: float | None = None,
+                 precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"search precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        self.bf16 = precision == "bf16"
+        if self.bf16:       # oneDNN's bf16 convolutions (AMX) want channels_last
+            net = net.to(memory_format=torch.channels_last)
         self.net = net
         self.cfg = net.cfg
         self.tables = tables
@@ -318,9 +344,10 @@ class CodeSearch:
             weight[i, :, :h, :w] = 1 if r is None else torch.from_numpy(r.weights()).to(weight.device, weight.dtype)
         npix = [h * w for h, w in sizes]
 
-        ey = e0.detach().clone().requires_grad_(True)
-        ec = ec0.detach().clone().requires_grad_(True)
-        t = logit0.detach().clone().requires_grad_(True)
+        layout = torch.channels_last if self.bf16 else torch.contiguous_format
+        ey = e0.detach().clone(memory_format=layout).requires_grad_(True)
+        ec = ec0.detach().clone(memory_format=layout).requires_grad_(True)
+        t = logit0.detach().clone(memory_format=layout).requires_grad_(True)
         best = self._hard(ey.detach(), t.detach(), ec.detach())
         beta = float(MS_SSIM_WEIGHT if self.ms_ssim_weight is None else self.ms_ssim_weight)
         with torch.no_grad():
@@ -338,7 +365,9 @@ class CodeSearch:
             for group, lr in zip(opt.param_groups, lrs):
                 group["lr"] = lr * f
             opt.zero_grad(set_to_none=True)
-            rec, m = self._forward(ey, t, ec)
+            with torch.autocast(ycc.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                rec, m = self._forward(ey, t, ec)
+            rec, m = rec.float(), m.float()         # the loss in fp32 (log10 of a small MSE)
             rgb = self._rgb(rec, gmask)
             d = 10 * torch.log10(self._distortion(rgb, target, weight).clamp_min(1e-12))
             ms = self._ms_ssim(rgb, refs, sizes)
@@ -362,7 +391,7 @@ class CodeSearch:
                     best_j = np.where(better, j, best_j)
         yb, q, cb = best
         p = (q.to(ycc.dtype) + 0.5) / cfg.levels
-        stats = {"steps": steps, "slope": self.slope, "ms_ssim_weight": beta, "lr_final": LR_FINAL, "lr_period": LR_PERIOD,
+        stats = {"steps": steps, "precision": self.precision, "slope": self.slope, "ms_ssim_weight": beta, "lr_final": LR_FINAL, "lr_period": LR_PERIOD,
                  "J0": j0.tolist(), "J": best_j.tolist(), "bpp0": rate0.tolist(), "psnr0": [-_db(x) for x in d0],
                  "ms_ssim0": ms0}
         return yb.detach(), p.detach(), cb.detach(), stats

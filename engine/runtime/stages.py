@@ -93,13 +93,15 @@ def lazy_planes(settings, rung, rgbs: list, multiple: int) -> bool:
     return needs_tiles(settings, rung, H, W, "encoder")
 
 
-def searcher(rung):
-    """The rung's code search (engine/net/search.py), built on first use."""
-    if rung.search is None:
+def searcher(rung, precision: str = "auto"):
+    """The rung's code search (engine/net/search.py) in ``precision`` (a
+    ``search_precision`` choice), built on first use."""
+    from ..net.search import CodeSearch, resolve_precision, rung_ms_ssim_weight, rung_slope
+    precision = resolve_precision(precision, rung.runner.device)
+    if rung.search is None or rung.search.precision != precision:
         from ..net import checkpoint
-        from ..net.search import CodeSearch, rung_ms_ssim_weight, rung_slope
         net = checkpoint.load_net(rung.q).to(rung.runner.device)
-        rung.search = CodeSearch(net, rung.tables, rung_slope(rung.q), rung_ms_ssim_weight(rung.q))
+        rung.search = CodeSearch(net, rung.tables, rung_slope(rung.q), rung_ms_ssim_weight(rung.q), precision)
     return rung.search
 
 
@@ -124,7 +126,7 @@ def latents(settings, rung, slot, ycc: torch.Tensor, sizes: list, colors: list, 
     if tiled:     # typed, so the batch APIs and the CLI report it per image (issue #28)
         raise ImageError(f"effort > 0 searches whole images and this one ({W}x{H} padded) is over "
                          f"tile_pixels={settings.tile_pixels}: use effort=0 or a larger tile_pixels")
-    search = searcher(rung)
+    search = searcher(rung, settings.search_precision)
     gray = [c == COLOR_GRAY for c in colors]
     boosts = list(boosts) if boosts else [None] * len(sizes)
     # On CUDA a chunk is searched as one batch; on the CPU one image at a time,
