@@ -322,9 +322,10 @@ def test_bench_tools_for_effort_run(tmp_path):
     for s in range(3):
         Image.fromarray(_image(48, 64, s)).save(d / f"i{s}.png")
     effort_time.main(["--data", str(d), "--efforts", "0,1", "--limit", "1", "--backend", "torch",
-                      "--out", str(tmp_path / "et")])
+                      "--search-precision", "fp32,bf16", "--out", str(tmp_path / "et")])
     rows = json.loads((tmp_path / "et.json").read_text())["rows"]
-    assert [r["effort"] for r in rows] == [0, 1] and rows[1]["steps"] == 8
+    assert [(r["effort"], r["search_precision"]) for r in rows] == [(0, "-"), (1, "fp32"), (1, "bf16")]
+    assert rows[1]["steps"] == 8
     search_tune.main(["--data", str(d), "--holdout", "1", "--limit", "1", "--efforts", "1",
                       "--out", str(tmp_path / "st")])
     res = json.loads((tmp_path / "st.json").read_text())
