@@ -47,7 +47,8 @@ images = [Image.open(f).convert("RGB") for f in files]
 for im in images:
     im.load()
 codec = engine.Codec(quality=args["quality"], backend=args["backend"],
-                     **({"entropy": args["entropy"]} if args["entropy"] else {}))
+                     **({"entropy": args["entropy"]} if args["entropy"] else {}),
+                     **({"model": args["model"]} if args.get("model") else {}))
 blobs = codec.compress_batch(images, batch_size=8)
 codec.decompress_batch(blobs[:2], batch_size=8)
 print(json.dumps({"ready": engine.__file__, "backend": codec.runner.name, "images": len(images),
@@ -70,7 +71,8 @@ class Side:
         env = dict(os.environ, PYTHONPATH=str(checkout))
         self.name, self.checkout = name, checkout
         self.p = subprocess.Popen([*isolated.code(WORKER), json.dumps(
-            {"data": args.data, "quality": args.quality, "backend": args.backend, "entropy": args.entropy})],
+            {"data": args.data, "quality": args.quality, "backend": args.backend, "entropy": args.entropy,
+             "model": args.model})],
             cwd=checkout, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.info = json.loads(self.p.stdout.readline())
 
@@ -89,10 +91,12 @@ def _q(v):
     return q[0], st.median(v), q[2]
 
 
-def cli_round(checkout: Path, data: str, quality, backend: str, entropy: str | None = None) -> tuple[float, float, str]:
+def cli_round(checkout: Path, data: str, quality, backend: str, entropy: str | None = None,
+              model: str | None = None) -> tuple[float, float, str]:
     env = dict(os.environ, PYTHONPATH=str(checkout))
     with tempfile.TemporaryDirectory() as tmp:
-        q = (["--quality", str(quality)] if quality else []) + (["--entropy", entropy] if entropy else [])
+        q = (["--quality", str(quality)] if quality else []) + (["--entropy", entropy] if entropy else []) \
+            + (["--model", model] if model else [])
         t0 = time.perf_counter()
         subprocess.run([*isolated.module("engine"), "compress", data, "-o", f"{tmp}/c", "--quiet",
                         "--backend", backend, *q], cwd=checkout, env=env, check=True)
@@ -118,6 +122,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--cli", action="store_true")
     ap.add_argument("--cli-rounds", type=int, default=2)
+    ap.add_argument("--model", default=None, help="a model both checkouts ship (default: each one's default)")
     ap.add_argument("--entropy", default=None,
                     help="entropy mode for both sides (default: each side's own default; an older checkout may "
                          "not know the newer modes)")
@@ -155,7 +160,7 @@ def main(argv=None) -> dict:
         cli = {"before": [], "after": []}
         for _ in range(args.cli_rounds):
             for s in (sides if rng.random() < 0.5 else sides[::-1]):
-                cli[s.name].append(cli_round(s.checkout, args.data, args.quality, args.backend, args.entropy))
+                cli[s.name].append(cli_round(s.checkout, args.data, args.quality, args.backend, args.entropy, args.model))
         same_bytes &= len({r[2] for v in cli.values() for r in v}) == 1
         for name, v in cli.items():
             print(f"CLI {name}: compress {n / st.median(r[0] for r in v):.2f} img/s, decompress "

@@ -122,7 +122,7 @@ def test_bench_versus_smoke(tmp_path):
         Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(data / f"i{i}.png")
     repo = Path(__file__).resolve().parents[1]
     res = versus.main(["--before", str(repo), "--after", str(repo), "--data", str(data), "--backend", "torch",
-                       "--rounds", "2", "--batches", "2", "--out", str(tmp_path / "res")])
+                       "--rounds", "2", "--batches", "2", "--model", "small", "--out", str(tmp_path / "res")])
     assert res["identical_files"] and res["images"] == 2
     assert {(r["op"], r["batch"]) for r in res["rows"]} == {("compress_batch", 2), ("decompress_batch", 2)}
     for r in res["rows"]:
