@@ -52,6 +52,33 @@ def test_every_rung_keeps_every_colour(model, quality, jpeg_q10):
         assert got["worst"] <= limit["worst"], (kind, got, "JPEG q10:", jpeg_q10[kind])
 
 
+# Where JPEG quality 10's own numbers hold (issue #29's bar), measured in the same run: the
+# perceptual model at effort 1 (under 2 s per Kodak image with the bf16 search on a CPU with
+# bf16 matrix units) from q2 up, and the MSE model at effort 1 at q4 and q5 (q1..q3 miss;
+# the perceptual q1 meets it with the bf16 search, not with fp32's: discs worst 1.54 against
+# 1.52; README "Colour").  Both search precisions pass these.  All in the slow step: the
+# search runs per image, 137 of them a rung.
+def _jpeg_bar_rungs() -> list:
+    out = []
+    perceptual = checkpoint.model_for("ms-ssim") if "ms-ssim" in checkpoint.installed_metrics() else None
+    for model, qs in ((perceptual, (2, 3, 4, 5)), (checkpoint.DEFAULT_MODEL, (4, 5))):
+        if model is None:
+            continue
+        for q in qs:
+            out.append(pytest.param(model, q, marks=[pytest.mark.slow], id=f"{model}-q{q}-effort1"))
+    return out
+
+
+@pytest.mark.parametrize(("model", "quality"), _jpeg_bar_rungs())
+def test_effort_1_keeps_colours_as_jpeg_q10_does(model, quality, jpeg_q10):
+    import engine
+    with engine.Codec(quality=quality, model=model, backend="torch", effort=1) as codec:
+        ours = colour_suite.suite(lambda ims: colour_suite.codec_roundtrip(codec, ims))
+    for kind in ("flat", "discs"):
+        for stat in ("mean", "worst"):
+            assert ours[kind][stat] <= jpeg_q10[kind][stat], (kind, stat, ours[kind], "JPEG q10:", jpeg_q10[kind])
+
+
 def test_the_replaced_model_fails_the_suite():
     """The suite tells a colour-blind codec apart: the first shipped model, 8 colour codes
     and photos only, decodes pure blue as dark red."""
