@@ -102,10 +102,11 @@ def cli_round(checkout: Path, data: str, quality, backend: str, entropy: str | N
                         "--backend", backend, *q], cwd=checkout, env=env, check=True)
         t1 = time.perf_counter()
         subprocess.run([*isolated.module("engine"), "decompress", f"{tmp}/c", "-o", f"{tmp}/d", "--quiet",
-                        "--backend", backend], cwd=checkout, env=env, check=True)
+                        "--backend", backend, *(["--model", model] if model else [])], cwd=checkout, env=env,
+                       check=True)
         t2 = time.perf_counter()
         h = hashlib.sha256()
-        for f in sorted(Path(tmp, "c").iterdir()):
+        for f in sorted(p for p in Path(tmp, "c").iterdir() if p.is_file()):   # not the CLI's records folder
             h.update(f.read_bytes())
         return t1 - t0, t2 - t1, h.hexdigest()
 
