@@ -83,7 +83,7 @@ class Codings:
         engine cannot decode it."""
         if hdr.model != self.model:
             raise BitstreamError(f"file was made by model {hdr.model!r} quality {hdr.quality}; this codec runs "
-                                 f"model {self.model!r}: use engine.Codec(model={hdr.model!r})")
+                                 f"model {self.model!r}: use engine.Codec(model={hdr.model!r}) (CLI: --model {hdr.model!r})")
         try:
             c = self.get(hdr.quality, decode=True)
         except ValueError as e:
