@@ -389,6 +389,7 @@ class _Decompress:
 
     def open(self, kw: dict):
         import engine
+        self.kw = kw
         return engine.Codec(**kw)
 
     def expand(self, inputs: list[str]) -> list[Path]:
@@ -432,8 +433,45 @@ class _Decompress:
         return data
 
     def results(self, codec, todo: list):
-        return codec.decompress_iter((self.read(f, codec) for f, _ in todo), batch_size=self.args.batch,
-                                     errors="return")
+        if self.args.model is not None:     # the named model decodes every file (another's is refused)
+            return codec.decompress_iter((self.read(f, codec) for f, _ in todo), batch_size=self.args.batch,
+                                         errors="return")
+        return self._by_header(codec, todo)
+
+    def _by_header(self, codec, todo: list):
+        """Without --model each file decodes with the model its header names, when that
+        model is installed (a name, never a path: checkpoint.installed), else with the
+        default codec, which refuses it naming the model.  One stream per run of
+        consecutive files of one model, so the output stays in input order."""
+        import itertools
+
+        import engine
+        from .format.bitstream import peek
+        from .net.checkpoint import installed
+
+        def tagged():
+            for f, _ in todo:
+                data, model = self.read(f, codec), codec.model_name
+                if not isinstance(data, BaseException):
+                    try:
+                        named = peek(data, codec.max_pixels).model
+                    except Exception:  # noqa: BLE001 - the codec reports a bad header, per file
+                        named = model
+                    if named != model and installed(named, self.args.model_dir):
+                        model = named
+                yield model, data
+
+        others = {}
+        try:
+            for model, group in itertools.groupby(tagged(), key=lambda t: t[0]):
+                if model == codec.model_name:
+                    c = codec
+                else:
+                    c = others.get(model) or others.setdefault(model, engine.Codec(**{**self.kw, "model": model}))
+                yield from c.decompress_iter((d for _, d in group), batch_size=self.args.batch, errors="return")
+        finally:
+            for c in others.values():
+                c.close()
 
     def publish(self, f: Path, dst: Path, r, replace: bool) -> int | None:
         """The PNG -> bytes written, or None when another run published another file there meanwhile."""

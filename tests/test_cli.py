@@ -293,3 +293,25 @@ def test_folders_say_what_they_skip_and_gifs_are_taken(cli, tmp_path):
     rc, err = cli("compress", d, "-o", tmp_path / "h")
     assert rc == 0 and "1 file in the input folders skipped" in err and "notes.txt" in err, err
     assert sorted(q.name for q in (tmp_path / "h").glob("*.hnlc")) == ["a.hnlc", "g.hnlc"]
+
+
+def test_decompress_without_model_takes_each_files_model(tmp_path, capsys):
+    """A folder of files from two installed models decodes without --model: each file with
+    the model its header names, in input order; with --model, another model's file is
+    refused naming the flag."""
+    import engine
+    src = tmp_path / "src"
+    _img(src / "a.png", 1), _img(src / "b.png", 2), _img(src / "c.png", 3)
+    comp = tmp_path / "comp"
+    common = ["--backend", "torch", "--kernels", "torch", "--quiet"]
+    assert main(["compress", str(src / "a.png"), str(src / "c.png"), "-o", str(comp), "--model", "small", *common]) == 0
+    assert main(["compress", str(src / "b.png"), "-o", str(comp), *common]) == 0
+    out = tmp_path / "out"
+    assert main(["decompress", str(comp), "-o", str(out), *common]) == 0
+    for stem, model in (("a", "small"), ("b", None), ("c", "small")):
+        with engine.Codec(backend="torch", **({"model": model} if model else {})) as codec:
+            want = codec.decompress((comp / f"{stem}.hnlc").read_bytes())
+        assert np.array_equal(np.asarray(Image.open(out / f"{stem}.png").convert("RGB")), want)
+    capsys.readouterr()
+    assert main(["decompress", str(comp / "a.hnlc"), "-o", str(tmp_path / "named"), "--model", "small16", *common]) == 2
+    assert "--model 'small'" in capsys.readouterr().err
