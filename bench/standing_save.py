@@ -28,6 +28,15 @@ def validate(cfg, sd, val_paths) -> dict:
     return Validator(val_paths, torch.device("cpu"))(net, False)
 
 
+def merge_curve(committed: Path, run: Path) -> str:
+    """The committed learning curve, then the run's points it does not hold yet (a run
+    resumed on the machine that made the snapshot repeats the earlier points)."""
+    old = committed.read_text().splitlines() if committed.exists() else []
+    seen = {json.loads(line)["step"] for line in old if line.strip()}
+    new = [line for line in run.read_text().splitlines() if line.strip() and json.loads(line)["step"] not in seen]
+    return "".join(line + "\n" for line in old + new)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.standing_save", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,10 +57,12 @@ def main(argv=None):
     v16 = validate(cfg, {k: v.float() for k, v in sd16.items()}, val_paths)
     worst = max(abs(v32[k] - v16[k]) for k in v32 if k.startswith("psnr"))
     save_file(sd16, str(out / "weights.safetensors"))
-    old = out / "val.jsonl"
-    curve = old.read_text() if old.exists() else ""
-    (out / "val.jsonl").write_text(curve + (run / "val.jsonl").read_text())
-    shutil.copy(run / "log.jsonl", out / f"log-step{train['step']}.jsonl")
+    (out / "val.jsonl").write_text(merge_curve(out / "val.jsonl", run / "val.jsonl"))
+    log = out / f"log-step{train['step']}.jsonl"
+    shutil.copy(run / "log.jsonl", log)
+    for older in out.glob("log-step*.jsonl"):   # a log the new one continues (same machine's run) goes
+        if older != log and log.read_text().startswith(older.read_text()):
+            older.unlink()
     snap = {"training": train, "fp32_validation": v32, "fp16_validation": v16,
             "fp16_worst_psnr_change_db": round(worst, 4)}
     (out / "snapshot.json").write_text(json.dumps(snap, indent=1))

@@ -185,3 +185,15 @@ def test_bench_gpu_coder_smoke(tmp_path):
     res = gpu_coder.main(["--data", str(data), "--batch", "1", "--rounds", "1", "--out", str(tmp_path)])
     assert res["identical"] and res["lanes"] == 1 and res["mismatched_lanes"] == 0
     assert (tmp_path / "gpu-coder-cpu-triton-interpreter.md").exists()
+
+
+def test_standing_save_merges_the_curve_without_repeats(tmp_path):
+    """A run resumed on the machine that made the snapshot repeats the committed points:
+    the snapshot's curve keeps each step once, in order."""
+    from bench.standing_save import merge_curve
+    committed, run = tmp_path / "committed.jsonl", tmp_path / "run.jsonl"
+    committed.write_text("".join(json.dumps({"step": s, "psnr": s / 10}) + "\n" for s in (0, 1000)))
+    run.write_text("".join(json.dumps({"step": s, "psnr": s / 10}) + "\n" for s in (0, 1000, 2000, 3000)))
+    assert [json.loads(line)["step"] for line in merge_curve(committed, run).splitlines()] == [0, 1000, 2000, 3000]
+    assert [json.loads(line)["step"] for line in merge_curve(tmp_path / "none.jsonl", run).splitlines()] == \
+        [0, 1000, 2000, 3000]
