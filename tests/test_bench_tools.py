@@ -197,3 +197,24 @@ def test_standing_save_merges_the_curve_without_repeats(tmp_path):
     assert [json.loads(line)["step"] for line in merge_curve(committed, run).splitlines()] == [0, 1000, 2000, 3000]
     assert [json.loads(line)["step"] for line in merge_curve(tmp_path / "none.jsonl", run).splitlines()] == \
         [0, 1000, 2000, 3000]
+
+
+def test_train_knobs_smoke(tmp_path):
+    """bench.train_speed --knobs: every knob steps, the base knob's ratio to itself is 1,
+    a pixel rate follows from its own step time, and the sampler is timed on real files."""
+    from argparse import Namespace
+
+    from bench import train_speed
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (160, 176, 3), np.uint8)).save(tmp_path / f"{i}.png")
+    args = Namespace(config="tiny", rounds=2, steps=1, data=str(tmp_path))
+    knobs = (("base", 2, 32, False), ("batch 4", 4, 32, False), ("patch 48", 2, 48, False))
+    res = train_speed.measure_knobs(args, knobs)
+    assert list(res["knobs"]) == ["base", "batch 4", "patch 48"]
+    assert res["knobs"]["base"]["pixel_rate_vs_base"] == (1.0, 1.0, 1.0)
+    for r in res["knobs"].values():
+        assert r["ms_per_step"] > 0
+        assert r["mpixels_per_s"] == pytest.approx(r["batch"] * r["patch"] ** 2 / r["ms_per_step"] / 1e3, rel=0.02, abs=1e-3)
+    assert res["sampler_ms_per_batch"] > 0 and res["sampler_share_of_step"] > 0
+    text = train_speed.knobs_text({"cpu": "test cpu", **res}, Namespace(config="tiny", rounds=2, steps=1, threads=1))
+    assert text.count("\n| ") == 4 and "Data loading" in text
