@@ -52,10 +52,11 @@ from .base import GraphRunner
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # precision="auto" on a CPU with bf16 matrix units: each network's inference precision.
-# Both bf16 (python -m bench.ov_precision, 20 held-out training images, every rung): the
-# mean PSNR moved by -0.013..+0.005 dB and bpp by at most 0.02% against ONNX Runtime
-# fp32, about as much as an fp32 encoder with a bf16 decoder (-0.001 dB), while the
-# encoder gains the most from bf16 (README, "Precision").
+# Both bf16 (python -m bench.ov_precision, 20 held-out training images, every rung;
+# bench/results/ov-precision-*): against ONNX Runtime fp32 the mean PSNR moved by
+# +0.007..+0.016 dB for small16 and -0.008..+0.004 dB for small, bpp by at most 0.05%;
+# an fp32 encoder with a bf16 decoder moves it by 0.000..-0.001 dB, but the encoder is
+# where bf16 gains the most (README, "Precision").
 AUTO_POLICY = {"encoder": "bf16", "decoder": "bf16"}
 _OV_TYPES = {"fp32": "f32", "bf16": "bf16"}
 # OpenVINO pins its threads to cores by default.  Off: the batch APIs entropy-code on
