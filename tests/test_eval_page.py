@@ -1,7 +1,13 @@
 """engine.eval's colour and per-plane metrics, the per-image matched comparison, the
 metric selection, and the comparison page (``--html``), loaded in a real headless
 Chromium: no console errors, every image decodes at native size, the flip panel
-works with the mouse and the keyboard, the screenshot is not blank."""
+works with the mouse and the keyboard, the screenshot is not blank.
+
+The browser test checks the page of a small evaluation made here, or any page given in
+``EVAL_PAGE`` (a folder holding index.html), such as the README main command's:
+
+    EVAL_PAGE=runs/eval/kodak-page python -m pytest tests/test_eval_page.py -k browser
+"""
 import html.parser
 import io
 import json
@@ -156,14 +162,25 @@ def test_page_is_self_contained(tiny_eval):
         assert name in text
 
 
-def test_page_in_a_real_browser(tiny_eval, tmp_path):
+@pytest.fixture
+def page_dir(request):
+    """The page to check: EVAL_PAGE's folder, else the small evaluation's."""
+    given = os.environ.get("EVAL_PAGE")
+    if given:
+        index = Path(given).resolve() / "index.html"
+        assert index.is_file(), f"EVAL_PAGE={given}: no index.html there"
+        return index.parent
+    d, _ = request.getfixturevalue("tiny_eval")
+    return d / "page"
+
+
+def test_page_in_a_real_browser(page_dir, tmp_path):
     import cdp_browser as browser
     if browser.find_chromium() is None:
         if IN_CI:
             pytest.fail("chromium is missing in CI: .ci/run installs it (apt-get install chromium)")
         pytest.skip("no chromium here (CI installs it)")
-    d, _ = tiny_eval
-    url = (d / "page" / "index.html").as_uri()
+    url = (page_dir / "index.html").as_uri()
     with browser.Browser(tmp_path / "profile", tmp_path / "chromium.log") as b:
         page = b.page()
         page.goto(url)
