@@ -136,6 +136,15 @@ class Codec:
         self._workers = None          # the entropy worker processes, once a batch call starts them
         self._workers_lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        # what auto resolved to, where a rung is loaded; never loads one (a repr must not fail)
+        loaded = next(iter(self.rungs.loaded.values()), None)
+        runner = loaded.runner if loaded is not None else None
+        backend = (f"{runner.name}, {runner.precision}" if runner is not None and getattr(runner, "precision", None)
+                   else runner.name if runner is not None else self.backend)
+        return (f"Codec(model={self.model_name!r}, metric={self.metric!r}, quality={self.quality}, "
+                f"effort={self.effort}, backend={backend!r}, entropy={self.entropy_name!r})")
+
     def close(self) -> None:
         """Stop the entropy worker processes, if a batch call started them."""
         pool, self._workers = self._workers, None

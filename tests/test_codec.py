@@ -350,3 +350,9 @@ def test_small_traps_are_typed_errors(tiny_root):
     assert isinstance(out[0], ImageError)
     data = engine.Codec(model="tiny", root=tiny_root, backend="torch", kernels="torch").compress(img, max_bytes=np.int64(10**6))
     assert isinstance(data, bytes)
+
+
+def test_repr_says_what_the_codec_encodes_with(tiny_root):
+    with engine.Codec(quality=2, model="tiny", root=tiny_root, backend="torch", effort=1) as c:
+        assert repr(c) == ("Codec(model='tiny', metric='mse', quality=2, effort=1, backend='torch, fp32', "
+                           "entropy='rans')")
