@@ -218,3 +218,24 @@ def test_train_knobs_smoke(tmp_path):
     assert res["sampler_ms_per_batch"] > 0 and res["sampler_share_of_step"] > 0
     text = train_speed.knobs_text({"cpu": "test cpu", **res}, Namespace(config="tiny", rounds=2, steps=1, threads=1))
     assert text.count("\n| ") == 4 and "Data loading" in text
+
+
+def test_promotion_compares_each_rung_at_its_own_rate(tmp_path):
+    """bench.promotion: a ladder 0.1 dB above everywhere beats; one rung below does not; a
+    rate outside the other ladder is not extrapolated."""
+    from bench import promotion
+
+    shipped = [(0.2, 20.0), (0.3, 22.0), (0.4, 23.0)]
+    up = [(b, p + 0.1) for b, p in shipped]
+    rows = promotion.compare(up, shipped)
+    assert [r["gain_db"] for r in rows] == [0.1] * 6 and promotion.verdict(rows)
+    mixed = [(0.25, 20.9), (0.35, 22.6)]                 # 21.0 and 22.5 on the shipped line
+    rows = promotion.compare(mixed, shipped)
+    assert [r["gain_db"] for r in rows if r["ladder"] == "candidate"] == [-0.1, 0.1]
+    assert [r["gain_db"] for r in rows if r["ladder"] == "shipped"] == [None, -0.25, None]
+    assert not promotion.verdict(rows)
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "model.json").write_text(json.dumps({"qualities": {
+        str(i): {"val_bpp_context": b, "val_psnr_rgb": p} for i, (b, p) in enumerate(reversed(shipped), 1)}}))
+    assert promotion.ladder(d) == shipped
