@@ -5,6 +5,7 @@
 #   kill -STOP $(cat runs/standing.pid)           # pause it while you benchmark ...
 #   kill -CONT $(cat runs/standing.pid)           # ... and resume it after
 #   python -m bench.standing_save                 # at the end of a session: the compact snapshot to commit
+#   python -m bench.promotion --candidate DIR     # after engine.ship --out-root elsewhere: does it beat the shipped model?
 #
 # A fresh machine has no runs/standing/state.pt: the run warm-starts from the committed
 # snapshot bench/standing/weights.safetensors (fp16; its precision loss is measured by
