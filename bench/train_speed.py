@@ -36,51 +36,20 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("fp32", "bf16")
 
 
-def make_step(cfg, variant: str, batch: torch.Tensor):
-    """A closure running one training step of a fresh copy of the network."""
+def make_step(cfg, bf16: bool, batch: torch.Tensor, compiled: bool = False):
+    """A closure running one training step of a fresh copy of the network (bf16: autocast
+    with channels_last; compiled: torch.compile, which happens in the first call)."""
     from engine.io.color import rgb_to_ycbcr
     from engine.net.model import CodecNet
 
     torch.manual_seed(0)
     net = CodecNet(cfg)
-    bf16 = variant == "bf16"
     x = rgb_to_ycbcr(batch)
     if bf16:
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-5)
     bias = torch.zeros(x.shape[0], 1, 1, 1)
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            rec, m, _ = net(x, bias)
-        loss = (rec.float() - x).square().mean() + 0.05 * net.rate_bpp(m.float())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return step
-
-
-# (name, batch, patch, compile): the standing run's step first, then one knob changed each
-KNOBS = (("base", 16, 128, False), ("batch 8", 8, 128, False), ("batch 32", 32, 128, False),
-         ("patch 96", 16, 96, False), ("patch 192", 16, 192, False), ("compile", 16, 128, True))
-
-
-def make_knob_step(cfg, bf16: bool, batch: int, patch: int, compiled: bool):
-    """One training step of a fresh network at one knob setting; the compile (if any)
-    happens in the first call."""
-    from engine.io.color import rgb_to_ycbcr
-    from engine.net.model import CodecNet
-
-    torch.manual_seed(0)
-    net = CodecNet(cfg)
-    g = torch.Generator().manual_seed(0)
-    x = rgb_to_ycbcr(torch.rand(batch, 3, patch, patch, generator=g))
-    if bf16:
-        net = net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-5)
-    bias = torch.zeros(batch, 1, 1, 1)
     fwd = torch.compile(net) if compiled else net
 
     def step():
@@ -91,6 +60,30 @@ def make_knob_step(cfg, bf16: bool, batch: int, patch: int, compiled: bool):
         loss.backward()
         opt.step()
     return step
+
+
+def random_batch(n: int, patch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(n, 3, patch, patch, generator=g)
+
+
+def paired_rounds(steps: dict, rounds: int, per_round: int) -> dict:
+    """Seconds per step of each closure, one value per round; in each round every closure
+    runs ``per_round`` steps, in a random order (a paired ratio cancels slow drift)."""
+    times = {name: [] for name in steps}
+    rng = random.Random(0)
+    for _ in range(rounds):
+        for name in rng.sample(list(steps), len(steps)):
+            t = time.perf_counter()
+            for _ in range(per_round):
+                steps[name]()
+            times[name].append((time.perf_counter() - t) / per_round)
+    return times
+
+
+# (name, batch, patch, compile): the standing run's step first, then one knob changed each
+KNOBS = (("base", 16, 128, False), ("batch 8", 8, 128, False), ("batch 32", 32, 128, False),
+         ("patch 96", 16, 96, False), ("patch 192", 16, 192, False), ("compile", 16, 128, True))
 
 
 def sampler_ms(data: str | None, batch: int, patch: int, n: int) -> float | None:
@@ -115,20 +108,13 @@ def measure_knobs(args, knobs=KNOBS) -> dict:
     bf16 = resolve_precision("auto", torch.device("cpu")) == "bf16"
     steps, first_ms = {}, {}
     for name, b, p, c in knobs:
-        steps[name] = make_knob_step(CONFIGS[args.config], bf16, b, p, c)
+        steps[name] = make_step(CONFIGS[args.config], bf16, random_batch(b, p), c)
         t = time.perf_counter()
         steps[name]()                       # compiles, for the compiled knob
         first_ms[name] = round(1000 * (time.perf_counter() - t))
         steps[name]()
     px = {name: b * p * p for name, b, p, _ in knobs}
-    times = {name: [] for name in steps}
-    rng = random.Random(0)
-    for _ in range(args.rounds):
-        for name in rng.sample(list(steps), len(steps)):
-            t = time.perf_counter()
-            for _ in range(args.steps):
-                steps[name]()
-            times[name].append((time.perf_counter() - t) / args.steps)
+    times = paired_rounds(steps, args.rounds, args.steps)
     base = knobs[0][0]
     out = {}
     for name, b, p, c in knobs:
@@ -168,19 +154,11 @@ def quartiles(v):
 
 def measure(cfg_name: str, args) -> dict:
     from engine.net.model import CONFIGS
-    g = torch.Generator().manual_seed(0)
-    batch = torch.rand(args.batch, 3, args.patch, args.patch, generator=g)
-    steps = {v: make_step(CONFIGS[cfg_name], v, batch) for v in VARIANTS}
+    batch = random_batch(args.batch, args.patch)
+    steps = {v: make_step(CONFIGS[cfg_name], v == "bf16", batch) for v in VARIANTS}
     for s in steps.values():      # warm-up: oneDNN picks and caches its kernels
         s(); s()
-    times = {v: [] for v in VARIANTS}
-    rng = random.Random(0)
-    for _ in range(args.rounds):
-        for v in rng.sample(VARIANTS, len(VARIANTS)):
-            t = time.perf_counter()
-            for _ in range(args.steps):
-                steps[v]()
-            times[v].append((time.perf_counter() - t) / args.steps)
+    times = paired_rounds(steps, args.rounds, args.steps)
     ratios = [a / b for a, b in zip(times["fp32"], times["bf16"])]
     return {v: {"ms_per_step_median": round(1000 * st.median(times[v]), 1),
                 "patches_per_s": round(args.batch / st.median(times[v]), 1)} for v in VARIANTS} | {

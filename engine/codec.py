@@ -139,9 +139,10 @@ class Codec:
     def __repr__(self) -> str:
         # what auto resolved to, where a rung is loaded; never loads one (a repr must not fail)
         loaded = next(iter(self.rungs.loaded.values()), None)
-        runner = loaded.runner if loaded is not None else None
-        backend = (f"{runner.name}, {runner.precision}" if runner is not None and getattr(runner, "precision", None)
-                   else runner.name if runner is not None else self.backend)
+        backend = self.backend
+        if loaded is not None:
+            precision = getattr(loaded.runner, "precision", None)
+            backend = loaded.runner.name + (f", {precision}" if precision else "")
         return (f"Codec(model={self.model_name!r}, metric={self.metric!r}, quality={self.quality}, "
                 f"effort={self.effort}, backend={backend!r}, entropy={self.entropy_name!r})")
 

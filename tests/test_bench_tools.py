@@ -220,6 +220,18 @@ def test_train_knobs_smoke(tmp_path):
     assert text.count("\n| ") == 4 and "Data loading" in text
 
 
+def test_train_speed_pairs_fp32_and_bf16_steps():
+    """bench.train_speed's fp32/bf16 measurement: both variants step, and the ratio's
+    quartiles come from the paired rounds (ordered, positive)."""
+    from argparse import Namespace
+
+    from bench import train_speed
+    res = train_speed.measure("tiny", Namespace(batch=2, patch=32, rounds=3, steps=1))
+    assert all(res[v]["ms_per_step_median"] > 0 and res[v]["patches_per_s"] > 0 for v in train_speed.VARIANTS)
+    lo, mid, hi = res["ratio_fp32_over_bf16"]
+    assert 0 < lo <= mid <= hi
+
+
 def test_promotion_compares_each_rung_at_its_own_rate(tmp_path):
     """bench.promotion: a ladder 0.1 dB above everywhere beats; one rung below does not; a
     rate outside the other ladder is not extrapolated."""
