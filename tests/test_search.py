@@ -275,6 +275,14 @@ def test_shipped_top_rungs_are_retired():
     assert checkpoint.qualities() == [1, 2, 3, 4, 5]
     assert checkpoint.resolve().quality == 4
     assert checkpoint.resolve("small", 7, decode=True).quality == 7
+    # the perceptual model's q5 lost to WebP's MS-SSIM on held-out images (issue #29):
+    # it no longer encodes, and its files still decode
+    perceptual = checkpoint.model_for("ms-ssim")
+    assert checkpoint.qualities(perceptual) == [1, 2, 3, 4]
+    assert checkpoint.qualities(perceptual, retired=True) == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="retired"):
+        engine.Codec(quality=5, metric="ms-ssim", backend="torch")
+    assert checkpoint.resolve(perceptual, 5, decode=True).quality == 5
 
 
 def test_eval_draws_one_curve_per_effort(tiny_root, tmp_path):
