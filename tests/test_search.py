@@ -285,6 +285,22 @@ def test_shipped_top_rungs_are_retired():
     assert checkpoint.resolve(perceptual, 5, decode=True).quality == 5
 
 
+def test_files_of_the_retired_perceptual_q5_still_decode(tmp_path):
+    # A q5 file as the model made it before the retirement (the same weights and offset, so
+    # the same fingerprint): its model.json without the "retired" entry.
+    perceptual = checkpoint.model_for("ms-ssim")
+    shutil.copytree(checkpoint.CHECKPOINT_DIR / perceptual, tmp_path / perceptual)
+    meta_path = tmp_path / perceptual / "model.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["qualities"]["5"]["retired"]
+    meta_path.write_text(json.dumps(meta))
+    img = _image()
+    old = engine.Codec(quality=5, model=perceptual, root=tmp_path, backend="torch")
+    data = old.compress(img)
+    out = engine.Codec(metric="ms-ssim", backend="torch").decompress(data)
+    assert np.array_equal(out, old.decompress(data))
+
+
 def test_eval_draws_one_curve_per_effort(tiny_root, tmp_path):
     from PIL import Image
 
