@@ -99,11 +99,11 @@ COMMON=(--data .carry/train --split .carry/split.json --config small --distortio
         --target-bpp 0.45 --batch 64 --patch 128 --steps 1000000 --minutes "$MIN" --log-every 250
         --save-every 1000 --bias-range 2.0)
 # A continues the standing run (bench/standing.sh, issue #24): its committed snapshot, its config
-# (small16), its rate target and its colour-mixed batches (bench/standing.sh's: the later
+# (small16), its rate target, its ΔE term and colour-mixed batches (bench/standing.sh's: the later
 # --target-bpp wins over COMMON's); bf16 autocast + channels_last + cudnn.benchmark on CUDA.
 # Bring A.safetensors home and continue on the CPU with bench/standing.sh (RUN folder with it as --init).
 $PY -m engine.train "${COMMON[@]}" --config small16 --out "$RUNS/A" --init bench/standing/weights.safetensors \
-    --target-bpp 0.48 --colour-boost 0.15 --colour-drawn 0.15 --val-every 2000 \
+    --target-bpp 0.48 --delta-e 0.0005 --colour-boost 0.25 --colour-drawn 0.25 --val-every 2000 \
     --lr 1.5e-4 --warmup 100 --rate-warmup 1 --seed 1 > "$RUNS/A.log" 2>&1 &
 PA=$!
 # B: the larger config from scratch (bench/gpu_train.sh, CI-tested on the CPU with CONFIG=tiny)

@@ -6,6 +6,11 @@ costs nothing measurable: the held-out validation (engine.net.train's Validator)
 fp16-rounded weights against the fp32 ones, both recorded in ``snapshot.json``.  The
 learning curve (``val.jsonl``, appended across sessions) and the training log come along.
 The optimizer state is not kept: a resumed run starts a fresh AdamW (bench/standing.sh).
+
+A run warm-started from weights (``--init``: a fresh machine's bench/standing.sh, or a
+branch of the run with another recipe) counts its steps from 0 again; it continues the
+committed snapshot, so its points and log are numbered from the snapshot's total step
+(``step_offset`` in snapshot.json), not merged over the earlier ones.
 """
 from __future__ import annotations
 
@@ -28,13 +33,33 @@ def validate(cfg, sd, val_paths) -> dict:
     return Validator(val_paths, torch.device("cpu"))(net, False)
 
 
-def merge_curve(committed: Path, run: Path) -> str:
+def merge_curve(committed: Path, run: Path, offset: dict | None = None) -> str:
     """The committed learning curve, then the run's points it does not hold yet (a run
-    resumed on the machine that made the snapshot repeats the earlier points)."""
+    resumed on the machine that made the snapshot repeats the earlier points).  ``offset``
+    ({"step": s, "patches_seen": p}): added to the run's counters first (a warm-started run)."""
     old = committed.read_text().splitlines() if committed.exists() else []
     seen = {json.loads(line)["step"] for line in old if line.strip()}
-    new = [line for line in run.read_text().splitlines() if line.strip() and json.loads(line)["step"] not in seen]
+    new = []
+    for line in run.read_text().splitlines():
+        if not line.strip():
+            continue
+        point = json.loads(line)
+        if offset:
+            point.update({k: point[k] + v for k, v in offset.items() if k in point})
+            line = json.dumps(point)
+        if point["step"] not in seen:
+            new.append(line)
     return "".join(line + "\n" for line in old + new)
+
+
+def warm_start_offset(train: dict, committed: Path) -> dict:
+    """{"step", "patches_seen"} of the committed snapshot (``committed``: its snapshot.json)
+    when the run was warm-started (its counters restarted at 0), else zeros."""
+    if not train.get("args", {}).get("init") or not committed.exists():
+        return {"step": 0, "patches_seen": 0}
+    snap = json.loads(committed.read_text())
+    return {"step": snap.get("total_step", snap["training"]["step"]),
+            "patches_seen": snap.get("total_patches_seen", snap["training"].get("patches_seen", 0))}
 
 
 def main(argv=None):
@@ -56,17 +81,21 @@ def main(argv=None):
     v32 = validate(cfg, sd32, val_paths)
     v16 = validate(cfg, {k: v.float() for k, v in sd16.items()}, val_paths)
     worst = max(abs(v32[k] - v16[k]) for k in v32 if k.startswith("psnr"))
+    offset = warm_start_offset(train, out / "snapshot.json")
     save_file(sd16, str(out / "weights.safetensors"))
-    (out / "val.jsonl").write_text(merge_curve(out / "val.jsonl", run / "val.jsonl"))
-    log = out / f"log-step{train['step']}.jsonl"
+    (out / "val.jsonl").write_text(merge_curve(out / "val.jsonl", run / "val.jsonl", offset))
+    total = train["step"] + offset["step"]
+    log = out / f"log-step{total}.jsonl"
     shutil.copy(run / "log.jsonl", log)
     for older in out.glob("log-step*.jsonl"):   # a log the new one continues (same machine's run) goes
         if older != log and log.read_text().startswith(older.read_text()):
             older.unlink()
-    snap = {"training": train, "fp32_validation": v32, "fp16_validation": v16,
-            "fp16_worst_psnr_change_db": round(worst, 4)}
+    snap = {"training": train, "step_offset": offset["step"], "total_step": total,
+            "total_patches_seen": train.get("patches_seen", 0) + offset["patches_seen"],
+            "fp32_validation": v32, "fp16_validation": v16, "fp16_worst_psnr_change_db": round(worst, 4)}
     (out / "snapshot.json").write_text(json.dumps(snap, indent=1))
-    print(f"saved {out}: step {train['step']}, fp16 rounding changes held-out PSNR by at most {worst:.4f} dB")
+    print(f"saved {out}: step {total} ({train['step']} in this run), fp16 rounding changes held-out PSNR "
+          f"by at most {worst:.4f} dB")
 
 
 if __name__ == "__main__":

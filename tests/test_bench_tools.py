@@ -199,6 +199,26 @@ def test_standing_save_merges_the_curve_without_repeats(tmp_path):
         [0, 1000, 2000, 3000]
 
 
+def test_standing_save_numbers_a_warm_started_run_after_the_snapshot(tmp_path):
+    """A run warm-started from the snapshot counts from 0 again: its points follow the
+    committed ones, numbered from the snapshot's total step, none dropped as repeats."""
+    from bench.standing_save import merge_curve, warm_start_offset
+    committed, run, snap = tmp_path / "committed.jsonl", tmp_path / "run.jsonl", tmp_path / "snapshot.json"
+    committed.write_text("".join(json.dumps({"step": s, "patches_seen": 16 * s}) + "\n" for s in (0, 1000, 2000)))
+    run.write_text("".join(json.dumps({"step": s, "patches_seen": 16 * s}) + "\n" for s in (1000, 2000)))
+    snap.write_text(json.dumps({"training": {"step": 2500, "patches_seen": 40000}}))
+    assert warm_start_offset({"args": {"init": None}}, snap) == {"step": 0, "patches_seen": 0}
+    off = warm_start_offset({"args": {"init": "bench/standing/weights.safetensors"}}, snap)
+    assert off == {"step": 2500, "patches_seen": 40000}
+    points = [json.loads(line) for line in merge_curve(committed, run, off).splitlines()]
+    assert [p["step"] for p in points] == [0, 1000, 2000, 3500, 4500]
+    assert points[-1]["patches_seen"] == 40000 + 16 * 2000
+    # a later snapshot of a warm-started run records its total, and the next one counts from it
+    snap.write_text(json.dumps({"training": {"step": 2000, "patches_seen": 32000}, "total_step": 4500,
+                                "total_patches_seen": 72000}))
+    assert warm_start_offset({"args": {"init": "x"}}, snap) == {"step": 4500, "patches_seen": 72000}
+
+
 def test_train_knobs_smoke(tmp_path):
     """bench.train_speed --knobs: every knob steps, the base knob's ratio to itself is 1,
     a pixel rate follows from its own step time, and the sampler is timed on real files."""
