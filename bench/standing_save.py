@@ -52,12 +52,23 @@ def merge_curve(committed: Path, run: Path, offset: dict | None = None) -> str:
     return "".join(line + "\n" for line in old + new)
 
 
-def warm_start_offset(train: dict, committed: Path) -> dict:
-    """{"step", "patches_seen"} of the committed snapshot (``committed``: its snapshot.json)
-    when the run was warm-started (its counters restarted at 0), else zeros."""
-    if not train.get("args", {}).get("init") or not committed.exists():
-        return {"step": 0, "patches_seen": 0}
+def warm_start_offset(train: dict, committed: Path, run_log: Path | None = None) -> dict:
+    """What to add to the run's counters, {"step", "patches_seen"}.  ``committed``: the
+    snapshot.json in the snapshot folder.  The run that made that snapshot, resumed (its
+    log.jsonl still begins with the snapshot's copy of it): the snapshot's own offset.  A
+    run warm-started from weights (``--init``, here or in the invocation it resumed:
+    train.json "init_from"): the snapshot's totals.  Otherwise nothing."""
+    zero = {"step": 0, "patches_seen": 0}
+    if not committed.exists():
+        return zero
     snap = json.loads(committed.read_text())
+    own = {"step": snap.get("step_offset", 0), "patches_seen": snap.get("patches_offset", 0)}
+    log = committed.parent / f"log-step{snap.get('total_step', snap['training']['step'])}.jsonl"
+    if run_log is not None and run_log.exists() and log.exists() and log.read_text() \
+            and run_log.read_text().startswith(log.read_text()):
+        return own
+    if not (train.get("init_from") or train.get("args", {}).get("init")):
+        return zero
     return {"step": snap.get("total_step", snap["training"]["step"]),
             "patches_seen": snap.get("total_patches_seen", snap["training"].get("patches_seen", 0))}
 
@@ -81,7 +92,7 @@ def main(argv=None):
     v32 = validate(cfg, sd32, val_paths)
     v16 = validate(cfg, {k: v.float() for k, v in sd16.items()}, val_paths)
     worst = max(abs(v32[k] - v16[k]) for k in v32 if k.startswith("psnr"))
-    offset = warm_start_offset(train, out / "snapshot.json")
+    offset = warm_start_offset(train, out / "snapshot.json", run / "log.jsonl")
     save_file(sd16, str(out / "weights.safetensors"))
     (out / "val.jsonl").write_text(merge_curve(out / "val.jsonl", run / "val.jsonl", offset))
     total = train["step"] + offset["step"]
@@ -90,7 +101,8 @@ def main(argv=None):
     for older in out.glob("log-step*.jsonl"):   # a log the new one continues (same machine's run) goes
         if older != log and log.read_text().startswith(older.read_text()):
             older.unlink()
-    snap = {"training": train, "step_offset": offset["step"], "total_step": total,
+    snap = {"training": train, "step_offset": offset["step"], "patches_offset": offset["patches_seen"],
+            "total_step": total,
             "total_patches_seen": train.get("patches_seen", 0) + offset["patches_seen"],
             "fp32_validation": v32, "fp16_validation": v16, "fp16_worst_psnr_change_db": round(worst, 4)}
     (out / "snapshot.json").write_text(json.dumps(snap, indent=1))

@@ -217,6 +217,17 @@ def test_standing_save_numbers_a_warm_started_run_after_the_snapshot(tmp_path):
     snap.write_text(json.dumps({"training": {"step": 2000, "patches_seen": 32000}, "total_step": 4500,
                                 "total_patches_seen": 72000}))
     assert warm_start_offset({"args": {"init": "x"}}, snap) == {"step": 4500, "patches_seen": 72000}
+    # ... resumed later without --init: its train.json still names the warm start
+    assert warm_start_offset({"args": {"init": None}, "init_from": "x"}, snap) == {"step": 4500, "patches_seen": 72000}
+    # the run that made the snapshot, resumed on the same machine (its log continues the
+    # snapshot's copy): the snapshot's own offset, not its total
+    snap.write_text(json.dumps({"training": {"step": 2000}, "step_offset": 2500, "patches_offset": 40000,
+                                "total_step": 4500}))
+    (tmp_path / "log-step4500.jsonl").write_text('{"step": 100}\n')
+    run_log = tmp_path / "log.jsonl"
+    run_log.write_text('{"step": 100}\n{"step": 200}\n')
+    assert warm_start_offset({"args": {"init": None}, "init_from": "x"}, snap, run_log) == \
+        {"step": 2500, "patches_seen": 40000}
 
 
 def test_train_knobs_smoke(tmp_path):

@@ -207,6 +207,7 @@ def main(argv=None):
     # bf16 keeps fp32's exponent range: no loss scaling (the scaler is a no-op when disabled).
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     step = 0
+    init_from = args.init       # the warm start's weights, kept across resumes (bench.standing_save)
     state_path = out / "state.pt"
     if state_path.exists():
         st = torch.load(state_path, map_location=dev, weights_only=False)
@@ -215,6 +216,7 @@ def main(argv=None):
         net.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step = st["step"]
+        init_from = st.get("init_from")
         torch.set_rng_state(st["rng"])
         print(f"resumed from step {step}", flush=True)
     elif args.init:
@@ -328,11 +330,11 @@ def main(argv=None):
             tmp = out / "state.pt.tmp"
             torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
                         "config": json.loads(cfg.to_json()), "rng": torch.get_rng_state(),
-                        "args": vars(args)}, tmp)
+                        "args": vars(args), "init_from": init_from}, tmp)
             os.replace(tmp, state_path)
             save_weights(net, out / "weights.safetensors")
             (out / "train.json").write_text(json.dumps({
-                "config": json.loads(cfg.to_json()), "args": vars(args), "step": step,
+                "config": json.loads(cfg.to_json()), "args": vars(args), "init_from": init_from, "step": step,
                 "patches_seen": step * args.batch, "precision": precision,
                 "machine": f"{platform.machine()} {cpu.cpu_name()} "
                 f"{os.cpu_count()} cpus, torch {torch.__version__}, device {dev}"
