@@ -64,8 +64,8 @@ def warm_start_offset(train: dict, committed: Path, run_log: Path | None = None)
     snap = json.loads(committed.read_text())
     own = {"step": snap.get("step_offset", 0), "patches_seen": snap.get("patches_offset", 0)}
     log = committed.parent / f"log-step{snap.get('total_step', snap['training']['step'])}.jsonl"
-    if run_log is not None and run_log.exists() and log.exists() and log.read_text() \
-            and run_log.read_text().startswith(log.read_text()):
+    committed_log = log.read_text() if log.exists() else ""
+    if committed_log and run_log is not None and run_log.exists() and run_log.read_text().startswith(committed_log):
         return own
     if not (train.get("init_from") or train.get("args", {}).get("init")):
         return zero

@@ -57,6 +57,12 @@ def test_warm_start_with_mse_distortion(tmp_path):
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
     rec = json.loads((tmp_path / "b" / "log.jsonl").read_text().splitlines()[0])
     assert rec["dist"] > 0 and json.loads((tmp_path / "b" / "train.json").read_text())["args"]["distortion"] == "mse"
+    assert json.loads((tmp_path / "b" / "train.json").read_text())["init_from"] == str(init)
+    # resumed from state.pt without --init: train.json still names the warm start (bench.standing_save)
+    train.main(common + ["--out", str(tmp_path / "b"), "--steps", "2", "--distortion", "mse", "--seed", "1"])
+    resumed = json.loads((tmp_path / "b" / "train.json").read_text())
+    assert resumed["step"] == 2 and resumed["args"]["init"] is None and resumed["init_from"] == str(init)
+    assert json.loads((tmp_path / "a" / "train.json").read_text())["init_from"] is None
 
 
 def test_train_only_changes_only_the_named_parameters(tmp_path):
