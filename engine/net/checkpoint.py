@@ -24,9 +24,10 @@ from ..io.atomic import atomic_write_bytes     # model.json
 from .model import CodecNet, ModelConfig
 
 CHECKPOINT_DIR = Path(__file__).parent.parent / "checkpoints"     # engine/checkpoints/
-# small16: the small model with 16 colour codes, trained to keep every colour (issue #29).
-# "small" (8 colour codes) stays installed: its files decode with Codec(model="small").
-DEFAULT_MODEL = "small16"
+# small16v2: small16's network trained on with a colour (CIELAB) term, so colours hold at
+# effort 0 (issue #29).  "small16" and "small" (8 colour codes) stay installed: a file names
+# its model, and their files decode as before.
+DEFAULT_MODEL = "small16v2"
 
 
 def save_weights(net: CodecNet, path: str | os.PathLike, dtype=None) -> None:
