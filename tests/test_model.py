@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -99,3 +101,27 @@ def test_training_steps_lower_loss_on_fixed_batch(distortion, lam):
         opt.step()
         losses.append(loss.item())
     assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:3]), losses
+
+
+def test_a_colour_encoder_that_sees_y_warm_starts_to_the_same_codes():
+    """small16y's CbCr encoder also takes Y (issue #29).  Widened from a Y-blind network
+    (widen_state_dict zeroes the new inputs) it computes the same codes, and the configs
+    before it keep their JSON (a shipped model's fingerprint hashes it)."""
+    from engine.net.model import ModelConfig, widen_state_dict
+    torch.manual_seed(0)
+    blind, seeing = CodecNet(CONFIGS["small16"]).eval(), CodecNet(CONFIGS["small16y"]).eval()
+    sd, widened = widen_state_dict(blind.state_dict(), seeing.state_dict())
+    assert widened == ["encoder.c.1.weight"]
+    seeing.load_state_dict(sd)
+    x = torch.rand(2, 3, 48, 64)
+    with torch.no_grad():
+        for a, b in zip(blind.encoder.features(x), seeing.encoder.features(x)):
+            assert torch.equal(a, b)
+        # once its Y weights are non-zero, the colour codes follow Y
+        seeing.encoder.c[1].weight[:, 8:] += 0.5
+        y2 = x.clone()
+        y2[:, :1] = 1 - y2[:, :1]
+        assert not torch.equal(seeing.encoder.features(y2)[2], seeing.encoder.features(x)[2])
+        assert torch.equal(blind.encoder.features(y2)[2], blind.encoder.features(x)[2])
+    assert "c_sees_y" not in CONFIGS["small16"].to_json()
+    assert ModelConfig.from_dict(json.loads(CONFIGS["small16y"].to_json())) == CONFIGS["small16y"]

@@ -32,6 +32,10 @@ class ModelConfig:
     c3: int = 96
     cc: int = 48           # base width of the CbCr stream
     blocks: int = 2        # ResNet blocks at 1/8 resolution (Y)
+    # The CbCr encoder also sees Y (its input: Cb, Cr, Y).  The decoder reads the colour
+    # codes beside the Y stream's features (the fusion layers), so which code decodes to a
+    # block's colour depends on its Y; an encoder blind to Y cannot pick it (issue #29).
+    c_sees_y: bool = False
 
     def __post_init__(self):
         importance.group_size(self.n, self.levels)
@@ -42,7 +46,10 @@ class ModelConfig:
         return 16
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        d = dataclasses.asdict(self)
+        if not self.c_sees_y:
+            del d["c_sees_y"]    # the configs before it: their JSON, and so their fingerprints, unchanged
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -59,6 +66,9 @@ CONFIGS = {
     # The small model with twice the colour codes (16 bits per 16x16 block): 8 codes
     # cannot name enough colours for a flat saturated region (issue #29).
     "small16": ModelConfig(m=16),
+    # small16 with a CbCr encoder that also sees Y (warm-started from small16's weights by
+    # widen_state_dict: the Y inputs start at zero)
+    "small16y": ModelConfig(m=16, c_sees_y=True),
     # A larger config for a lent GPU's 10-minute run (bench/gpu_train.sh): more Y
     # channels and wider trunks; ~4x the small model's work per pixel.
     "medium": ModelConfig(n=90, levels=16, m=8, c1=48, c2=96, c3=160, cc=64, blocks=3),
@@ -110,6 +120,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         c1, c2, c3, cc = cfg.c1, cfg.c2, cfg.c3, cfg.cc
+        self.c_sees_y = cfg.c_sees_y
         self.y = nn.Sequential(
             nn.PixelUnshuffle(2), conv(4, c1), nn.ReLU(), ResBlock(c1),
             conv(c1, c2, 3, 2), nn.ReLU(), ResBlock(c2),
@@ -119,7 +130,7 @@ class Encoder(nn.Module):
         self.imp = nn.Sequential(conv(c3, c3 // 2), nn.ReLU(), conv(c3 // 2, 1, 1))
         nn.init.constant_(self.imp[-1].bias, -1.0)  # start near p = 0.27 (level 4 of 16)
         self.c = nn.Sequential(
-            nn.PixelUnshuffle(2), conv(8, cc // 2), nn.ReLU(),
+            nn.PixelUnshuffle(2), conv(12 if cfg.c_sees_y else 8, cc // 2), nn.ReLU(),
             conv(cc // 2, cc // 2, 3, 2), nn.ReLU(), ResBlock(cc // 2),
             conv(cc // 2, cc, 3, 2), nn.ReLU(), ResBlock(cc),
             conv(cc, cc, 3, 2), nn.ReLU(), ResBlock(cc),
@@ -136,7 +147,9 @@ class Encoder(nn.Module):
         fy = self.y(x[:, :1])
         e = torch.sigmoid(self.y_head(fy))
         logit = self.imp(fy)
-        ec = torch.sigmoid(self.c_head(self.c(x[:, 1:])))
+        # Y last, so that a warm start from a Y-blind encoder keeps its input channels' order
+        xc = torch.cat([x[:, 1:], x[:, :1]], 1) if self.c_sees_y else x[:, 1:]
+        ec = torch.sigmoid(self.c_head(self.c(xc)))
         return e, logit, ec
 
     def shift_importance(self, bias: float) -> None:
