@@ -1,5 +1,5 @@
 """Two shipped models side by side on a folder of images, effort 0, real file bytes:
-``python -m bench.kodak_models --models small,small16 --data ../shared/data/kodak``.
+``python -m bench.kodak_models --models small16,small16v2 --data ../shared/data/kodak``.
 
 Per rung: bpp, PSNR-RGB, PSNR of Y/Cb/Cr, MS-SSIM and mean CIEDE2000 (engine.eval's own
 metric functions), averaged over the images.  A lighter companion to ``engine.eval`` (no
@@ -37,7 +37,7 @@ def main(argv=None):
     from engine.settings import available_backends
     ap = argparse.ArgumentParser(prog="python -m bench.kodak_models", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="small,small16")
+    ap.add_argument("--models", default="small16,small16v2")
     ap.add_argument("--data", default="../shared/data/kodak")
     ap.add_argument("--backend", default="torch", choices=available_backends())
     ap.add_argument("--threads", type=int, default=None)
