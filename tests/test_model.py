@@ -125,3 +125,32 @@ def test_a_colour_encoder_that_sees_y_warm_starts_to_the_same_codes():
         assert torch.equal(blind.encoder.features(y2)[2], blind.encoder.features(x)[2])
     assert "c_sees_y" not in CONFIGS["small16"].to_json()
     assert ModelConfig.from_dict(json.loads(CONFIGS["small16y"].to_json())) == CONFIGS["small16y"]
+
+
+def test_dithering_encoder_warm_starts_equal_and_can_vary_codes_on_a_flat_image():
+    """small16d's CbCr encoder also sees its block's phase (engine/net/model.py block_phase).
+    Warm-started from small16 it computes the same codes; once the phase weights are non-zero,
+    a flat image's neighbouring blocks can get different codes (a translation-equivariant
+    encoder gives them all the same one), and the phase repeats every 2 blocks."""
+    from engine.net.model import ModelConfig, block_phase, widen_state_dict
+    torch.manual_seed(0)
+    plain, dith = CodecNet(CONFIGS["small16"]).eval(), CodecNet(CONFIGS["small16d"]).eval()
+    sd, widened = widen_state_dict(plain.state_dict(), dith.state_dict())
+    assert widened == ["encoder.c.1.weight"]
+    dith.load_state_dict(sd)
+    x = torch.rand(2, 3, 48, 64)
+    flat = torch.full((1, 3, 320, 320), 0.3)    # blocks 6..13 lie beyond the encoder's reach (88 px) of the edges
+    with torch.no_grad():
+        for a, b in zip(plain.encoder.features(x), dith.encoder.features(x)):
+            assert torch.equal(a, b)
+        dith.encoder.c[1].weight[:, 8:] += 0.5
+        ec = dith.encoder.features(flat)[2][0, :, 6:-6, 6:-6]      # the interior blocks
+        ec0 = plain.encoder.features(flat)[2][0, :, 6:-6, 6:-6]
+    assert torch.equal(ec0, ec0[:, :1, :1].expand_as(ec0))          # constant without the phase
+    assert not torch.equal(ec[:, 0, 0], ec[:, 0, 1]) and not torch.equal(ec[:, 0, 0], ec[:, 1, 0])
+    assert torch.allclose(ec[:, :2, :2], ec[:, 2:4, 2:4])
+    ph = block_phase(flat)
+    assert ph.shape == (1, 2, 320, 320) and set(ph.unique().tolist()) == {-0.5, 0.5}
+    assert torch.equal(ph[..., :16, :16], ph[..., 32:48, 32:48]) and not torch.equal(ph[..., :16, :16], ph[..., 16:32, :16])
+    assert "c_dither" not in CONFIGS["small16"].to_json()
+    assert ModelConfig.from_dict(json.loads(CONFIGS["small16d"].to_json())) == CONFIGS["small16d"]

@@ -123,7 +123,8 @@ ENC_TOL = 1e-5          # float32: tiled vs untiled encoder / decoder outputs
 F64_TOL = 1e-12         # float64: rounding only (observed ~2e-16); a missing halo shows as >= 1e-8
 
 
-@pytest.mark.parametrize("name,tile", [("tiny", 32), ("tiny", 64), ("tiny", 112), ("small", 64), ("small", 112)])
+@pytest.mark.parametrize("name,tile", [("tiny", 32), ("tiny", 64), ("tiny", 112), ("small", 64), ("small", 112),
+                                       ("small16d", 64), ("small16d", 96)])
 def test_tiled_networks_match_untiled(name, tile):
     """Same values up to float summation order.  float32 (what runs): encoder and decoder
     outputs within 1e-5 (observed <= 1.2e-7, 1-2 ulp) and zero binarization / level flips.
@@ -133,10 +134,10 @@ def test_tiled_networks_match_untiled(name, tile):
     torch.manual_seed(1)
     net = CodecNet(cfg).eval()
     x = torch.rand(2, 3, 208, 304)
-    eh, dh = tiling.encoder_halo(cfg), tiling.decoder_halo(cfg)
+    eh, dh, grid = tiling.encoder_halo(cfg), tiling.decoder_halo(cfg), tiling.encoder_grid(cfg)
     with torch.inference_mode():
         e, p, ec = net.encoder(x)
-        e2, p2, ec2 = tiling.encode_tiled(net.encoder, x, tile, eh)
+        e2, p2, ec2 = tiling.encode_tiled(net.encoder, x, tile, eh, grid)
         for a, b in ((e, e2), (p, p2), (ec, ec2)):
             assert a.shape == b.shape and (a - b).abs().max().item() <= ENC_TOL
         flips = (((e > 0.5) != (e2 > 0.5)).sum() + ((ec > 0.5) != (ec2 > 0.5)).sum()
@@ -150,10 +151,29 @@ def test_tiled_networks_match_untiled(name, tile):
         net = net.double()
         x = x[:1, :, :144, :208].double()                    # a crop of it, 16-aligned
         bits, lv, cb = (t[:1, :, :144 // f, :208 // f].double() for t, f in ((bits, 8), (lv, 8), (cb, 16)))
-        ref, got = net.encoder(x), tiling.encode_tiled(net.encoder, x, tile, eh)
+        ref, got = net.encoder(x), tiling.encode_tiled(net.encoder, x, tile, eh, grid)
         assert max((a - b).abs().max().item() for a, b in zip(ref, got)) <= F64_TOL
         y = net.decoder(bits, lv, cb)
         assert (y - tiling.decode_tiled(net.decoder, bits, lv, cb, tile, dh)).abs().max().item() <= F64_TOL
+
+
+def test_dither_phase_needs_even_block_tiles():
+    """An encoder that sees its block phase (small16d) counts it from the tile's origin:
+    tiles on the 32-pixel grid match the untiled run, and a tile starting on an odd block
+    would not (so encoder_grid is what keeps them equal)."""
+    cfg = CONFIGS["small16d"]
+    assert tiling.encoder_grid(cfg) == 32 and tiling.encoder_halo(cfg) % 32 == 0
+    assert tiling.encoder_grid(CONFIGS["small16"]) == 16
+    assert tiling.tile_for_runner(112, tiling.encoder_halo(cfg), None, 32) == 96
+    torch.manual_seed(1)
+    net = CodecNet(cfg).eval().double()
+    x = torch.rand(1, 3, 208, 304, dtype=torch.float64)
+    with torch.inference_mode():
+        ref = net.encoder(x)[2]
+        odd = tiling.encode_tiled(net.encoder, x, 48, tiling.encoder_halo(cfg) + 16)[2]
+        assert (ref - odd).abs().max().item() > 1e-9
+        with pytest.raises(ValueError, match="multiple of 32"):
+            tiling.encode_tiled(net.encoder, x, 48, tiling.encoder_halo(cfg), 32)
 
 
 def test_halo_too_small_is_detected():

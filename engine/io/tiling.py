@@ -108,9 +108,16 @@ def _round_up(x: int, m: int = GRID) -> int:
     return -(-int(x) // m) * m
 
 
+def encoder_grid(cfg) -> int:
+    """What encoder tiles and halos are multiples of: 16, or 32 for a config whose CbCr
+    encoder sees its 16x16 block's phase on a 2x2 grid (``c_dither``, engine/net/model.py
+    block_phase, counted from the tile's origin): a tile must start on an even block."""
+    return 2 * GRID if getattr(cfg, "c_dither", False) else GRID
+
+
 def encoder_halo(cfg) -> int:
-    """Context (pixels, a multiple of 16) around an encoder tile: >= the receptive field."""
-    return _round_up(max(encoder_extent(cfg).values()))
+    """Context (pixels, a multiple of :func:`encoder_grid`) around an encoder tile: >= the receptive field."""
+    return _round_up(max(encoder_extent(cfg).values()), encoder_grid(cfg))
 
 
 def decoder_halo(cfg) -> int:
@@ -124,12 +131,13 @@ def decoder_halo(cfg) -> int:
 def tile_ranges(size: int, tile: int, halo: int, grid: int = GRID) -> list[tuple[int, int, int, int]]:
     """Cut one padded side into tiles -> [(in0, in1, core0, core1)], pixels.
 
-    ``size``, ``tile`` and ``halo`` must be multiples of ``grid``; the cores cover
-    [0, size) without overlap, each input range is its core plus ``halo`` each
-    side, clipped to [0, size)."""
-    for name, v in (("size", size), ("tile", tile), ("halo", halo)):
-        if v % grid or v < 0:
-            raise ValueError(f"{name}={v} must be a non-negative multiple of {grid}")
+    ``size`` must be a multiple of 16, ``tile`` and ``halo`` of ``grid`` (16, or 32 for an
+    encoder that sees its block phase: :func:`encoder_grid`, so every input range starts
+    on an even block); the cores cover [0, size) without overlap, each input range is its
+    core plus ``halo`` each side, clipped to [0, size)."""
+    for name, v, g in (("size", size, GRID), ("tile", tile, grid), ("halo", halo, grid)):
+        if v % g or v < 0:
+            raise ValueError(f"{name}={v} must be a non-negative multiple of {g}")
     if tile <= 0:
         raise ValueError("tile must be positive")
     out = []
@@ -139,9 +147,10 @@ def tile_ranges(size: int, tile: int, halo: int, grid: int = GRID) -> list[tuple
     return out
 
 
-def tile_plan(height: int, width: int, tile: int, halo: int) -> list[tuple[tuple[int, int, int, int], ...]]:
+def tile_plan(height: int, width: int, tile: int, halo: int,
+              grid: int = GRID) -> list[tuple[tuple[int, int, int, int], ...]]:
     """All 2-D tiles of a padded image: [(row range, column range)] as from :func:`tile_ranges`."""
-    return [(r, c) for r in tile_ranges(height, tile, halo) for c in tile_ranges(width, tile, halo)]
+    return [(r, c) for r in tile_ranges(height, tile, halo, grid) for c in tile_ranges(width, tile, halo, grid)]
 
 
 def tiled_work(height: int, width: int, tile: int, halo: int) -> float:
@@ -170,12 +179,14 @@ def runner_max_side(runner, net: str = "encoder") -> int | None:
         return None
 
 
-def tile_for_runner(tile: int, halo: int, max_side: int | None) -> int:
-    """The core tile side, shrunk so that tile + 2 halos fits ``max_side``."""
+def tile_for_runner(tile: int, halo: int, max_side: int | None, grid: int = GRID) -> int:
+    """The core tile side, a multiple of ``grid`` (at least one), shrunk so that tile + 2
+    halos fits ``max_side``."""
+    tile = max(grid, tile // grid * grid)
     if max_side is None:
         return tile
-    fit = (max_side - 2 * halo) // GRID * GRID
-    if fit < GRID:
+    fit = (max_side - 2 * halo) // grid * grid
+    if fit < grid:
         raise ValueError(f"the runner accepts sides up to {max_side} pixels, too small for tiles with a "
                          f"{halo}-pixel halo: rebuild with a larger profile (python -m engine.build --profile-height/"
                          "--profile-width)")
@@ -186,13 +197,14 @@ def tile_for_runner(tile: int, halo: int, max_side: int | None) -> int:
 # Tiled runs (any runner: they only call runner.encode / runner.decode)
 # ---------------------------------------------------------------------------
 
-def encode_tiled(encode, ycc: torch.Tensor, tile: int, halo: int):
+def encode_tiled(encode, ycc: torch.Tensor, tile: int, halo: int, grid: int = GRID):
     """``encode`` = runner.encode on (B, 3, H, W) with H, W multiples of 16 ->
     (e, p, ec) as the untiled call would return them.  ``ycc``: the planes, or
-    :class:`engine.io.planes.LazyPlanes` (converted tile by tile)."""
+    :class:`engine.io.planes.LazyPlanes` (converted tile by tile).  ``grid``: the
+    config's :func:`encoder_grid`."""
     B, _, H, W = ycc.shape
     e = p = ec = None
-    for (r0, r1, a0, a1), (s0, s1, b0, b1) in tile_plan(H, W, tile, halo):
+    for (r0, r1, a0, a1), (s0, s1, b0, b1) in tile_plan(H, W, tile, halo, grid):
         te, tp, tec = encode(crop_planes(ycc, r0, r1, s0, s1))
         if e is None:
             e = te.new_empty(B, te.shape[1], H // 8, W // 8)

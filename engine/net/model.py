@@ -36,6 +36,14 @@ class ModelConfig:
     # codes beside the Y stream's features (the fusion layers), so which code decodes to a
     # block's colour depends on its Y; an encoder blind to Y cannot pick it (issue #29).
     c_sees_y: bool = False
+    # The CbCr encoder also sees the phase of each 16x16 block on a 2x2 grid of blocks (two
+    # fixed +-0.5 planes: block row and block column parity).  A convolutional encoder is
+    # translation equivariant, so on a flat region every block gets the same code and a
+    # colour between two codes' colours cannot be named; with the phase it can give a 2x2
+    # group of blocks different codes, whose decoded mean lands between (ordered dithering
+    # of the codes, issue #29).  Greedy per-block bit flips with the decoder fixed halve
+    # effort 0's flat-patch error (bench note, session 15).
+    c_dither: bool = False
 
     def __post_init__(self):
         importance.group_size(self.n, self.levels)
@@ -47,8 +55,9 @@ class ModelConfig:
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
-        if not self.c_sees_y:
-            del d["c_sees_y"]    # the configs before it: their JSON, and so their fingerprints, unchanged
+        for flag in ("c_sees_y", "c_dither"):
+            if not d[flag]:
+                del d[flag]      # the configs before it: their JSON, and so their fingerprints, unchanged
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -69,6 +78,8 @@ CONFIGS = {
     # small16 with a CbCr encoder that also sees Y (warm-started from small16's weights by
     # widen_state_dict: the Y inputs start at zero)
     "small16y": ModelConfig(m=16, c_sees_y=True),
+    # small16 whose CbCr encoder sees the block phase (ordered dithering of the colour codes)
+    "small16d": ModelConfig(m=16, c_dither=True),
     # A larger config for a lent GPU's 10-minute run (bench/gpu_train.sh): more Y
     # channels and wider trunks; ~4x the small model's work per pixel.
     "medium": ModelConfig(n=90, levels=16, m=8, c1=48, c2=96, c3=160, cc=64, blocks=3),
@@ -112,6 +123,16 @@ def binarize(x: torch.Tensor) -> torch.Tensor:
     return Binarize.apply(x)
 
 
+def block_phase(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 2, H, W): +-0.5 by the parity of each pixel's 16x16 block row
+    and block column, counted from the tensor's origin (a tile's origin must be an even
+    block: engine/io/tiling.py keeps its halo a multiple of 32)."""
+    B, _, H, W = x.shape
+    r = ((torch.arange(H, device=x.device) // 16) % 2).to(x.dtype) - 0.5
+    c = ((torch.arange(W, device=x.device) // 16) % 2).to(x.dtype) - 0.5
+    return torch.stack([r.view(H, 1).expand(H, W), c.view(1, W).expand(H, W)]).expand(B, 2, H, W)
+
+
 class Encoder(nn.Module):
     """(B, 3, H, W) YCbCr in [0,1], H and W multiples of 16 ->
     y features e (B, n, H/8, W/8) in (0,1), importance p (B, 1, H/8, W/8) in (0,1),
@@ -120,7 +141,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         c1, c2, c3, cc = cfg.c1, cfg.c2, cfg.c3, cfg.cc
-        self.c_sees_y = cfg.c_sees_y
+        self.c_sees_y, self.c_dither = cfg.c_sees_y, cfg.c_dither
         self.y = nn.Sequential(
             nn.PixelUnshuffle(2), conv(4, c1), nn.ReLU(), ResBlock(c1),
             conv(c1, c2, 3, 2), nn.ReLU(), ResBlock(c2),
@@ -130,7 +151,7 @@ class Encoder(nn.Module):
         self.imp = nn.Sequential(conv(c3, c3 // 2), nn.ReLU(), conv(c3 // 2, 1, 1))
         nn.init.constant_(self.imp[-1].bias, -1.0)  # start near p = 0.27 (level 4 of 16)
         self.c = nn.Sequential(
-            nn.PixelUnshuffle(2), conv(12 if cfg.c_sees_y else 8, cc // 2), nn.ReLU(),
+            nn.PixelUnshuffle(2), conv(4 * (2 + cfg.c_sees_y + 2 * cfg.c_dither), cc // 2), nn.ReLU(),
             conv(cc // 2, cc // 2, 3, 2), nn.ReLU(), ResBlock(cc // 2),
             conv(cc // 2, cc, 3, 2), nn.ReLU(), ResBlock(cc),
             conv(cc, cc, 3, 2), nn.ReLU(), ResBlock(cc),
@@ -149,6 +170,8 @@ class Encoder(nn.Module):
         logit = self.imp(fy)
         # Y last, so that a warm start from a Y-blind encoder keeps its input channels' order
         xc = torch.cat([x[:, 1:], x[:, :1]], 1) if self.c_sees_y else x[:, 1:]
+        if self.c_dither:
+            xc = torch.cat([xc, block_phase(xc)], 1)
         ec = torch.sigmoid(self.c_head(self.c(xc)))
         return e, logit, ec
 

@@ -116,9 +116,9 @@ def latents(settings, rung, slot, ycc: torch.Tensor, sizes: list, colors: list, 
     tiled = needs_tiles(settings, rung, H, W, "encoder")
     if settings.effort == 0:
         if tiled:
-            halo = tiling.encoder_halo(rung.q.config)
-            tile = tiling.tile_for_runner(settings.tile_size, halo, tiling.runner_max_side(rung.runner, "encoder"))
-            e, p, ec = tiling.encode_tiled(rung.runner.encode, ycc, tile, halo)
+            halo, grid = tiling.encoder_halo(rung.q.config), tiling.encoder_grid(rung.q.config)
+            tile = tiling.tile_for_runner(settings.tile_size, halo, tiling.runner_max_side(rung.runner, "encoder"), grid)
+            e, p, ec = tiling.encode_tiled(rung.runner.encode, ycc, tile, halo, grid)
         else:
             e, p, ec = rung.runner.encode(ycc)
         b = boost_grid(boosts, p)
