@@ -127,30 +127,37 @@ def test_a_colour_encoder_that_sees_y_warm_starts_to_the_same_codes():
     assert ModelConfig.from_dict(json.loads(CONFIGS["small16y"].to_json())) == CONFIGS["small16y"]
 
 
-def test_dithering_encoder_warm_starts_equal_and_can_vary_codes_on_a_flat_image():
-    """small16d's CbCr encoder also sees its block's phase (engine/net/model.py block_phase).
-    Warm-started from small16 it computes the same codes; once the phase weights are non-zero,
-    a flat image's neighbouring blocks can get different codes (a translation-equivariant
-    encoder gives them all the same one), and the phase repeats every 2 blocks."""
-    from engine.net.model import ModelConfig, block_phase, widen_state_dict
+def test_ordered_dithering_of_the_colour_codes():
+    """small16d binarizes each block's colour codes against its place in a 2x2 Bayer
+    pattern (engine/net/model.py dither_offsets), folded into the encoder's output so that
+    every later stage still binarizes at 0.5.  It takes small16's weights as they are; on a
+    flat image, whose blocks all get the same code value from a convolutional encoder, the
+    bits follow the pattern's thresholds, so a value between them is named by the share of
+    1s in each 2x2 group."""
+    from engine.net.model import ModelConfig, dither_offsets
     torch.manual_seed(0)
     plain, dith = CodecNet(CONFIGS["small16"]).eval(), CodecNet(CONFIGS["small16d"]).eval()
-    sd, widened = widen_state_dict(plain.state_dict(), dith.state_dict())
-    assert widened == ["encoder.c.1.weight"]
-    dith.load_state_dict(sd)
-    x = torch.rand(2, 3, 48, 64)
+    dith.load_state_dict(plain.state_dict())
+    spread = CONFIGS["small16d"].c_dither
+    off = dither_offsets(torch.zeros(1, 1, 2, 2), spread)[0, 0]
+    assert torch.allclose(off, spread * torch.tensor([[-0.375, 0.125], [0.375, -0.125]]))
     flat = torch.full((1, 3, 320, 320), 0.3)    # blocks 6..13 lie beyond the encoder's reach (88 px) of the edges
+    x = torch.rand(2, 3, 48, 64)
     with torch.no_grad():
-        for a, b in zip(plain.encoder.features(x), dith.encoder.features(x)):
-            assert torch.equal(a, b)
-        dith.encoder.c[1].weight[:, 8:] += 0.5
-        ec = dith.encoder.features(flat)[2][0, :, 6:-6, 6:-6]      # the interior blocks
-        ec0 = plain.encoder.features(flat)[2][0, :, 6:-6, 6:-6]
-    assert torch.equal(ec0, ec0[:, :1, :1].expand_as(ec0))          # constant without the phase
-    assert not torch.equal(ec[:, 0, 0], ec[:, 0, 1]) and not torch.equal(ec[:, 0, 0], ec[:, 1, 0])
-    assert torch.allclose(ec[:, :2, :2], ec[:, 2:4, 2:4])
-    ph = block_phase(flat)
-    assert ph.shape == (1, 2, 320, 320) and set(ph.unique().tolist()) == {-0.5, 0.5}
-    assert torch.equal(ph[..., :16, :16], ph[..., 32:48, 32:48]) and not torch.equal(ph[..., :16, :16], ph[..., 16:32, :16])
+        for img in (flat, x):
+            v = plain.encoder.features(img)[2]
+            h, w = v.shape[-2:]
+            thresholds = 0.5 + off.repeat(h // 2 + 1, w // 2 + 1)[:h, :w]
+            ec = dith.encoder.features(img)[2]
+            assert torch.equal(ec > 0.5, v > thresholds)
+            out = dith.encoder(img)[2]                                  # the runners' output
+            assert out.min() >= 0 and out.max() <= 1 and torch.equal(out > 0.5, ec > 0.5)
+        v = plain.encoder.features(flat)[2][0, :, 6:-6, 6:-6]
+        assert torch.equal(v, v[:, :1, :1].expand_as(v))               # one code value on a flat region
+        ec = dith.encoder.features(flat)[2][0, :, 6:-6, 6:-6] > 0.5
+        assert torch.equal(ec[:, :2, :2], ec[:, 2:4, 4:6])              # the bits repeat every 2 blocks
+        mid = (v[:, 0, 0] > 0.5 + spread * -0.375) & (v[:, 0, 0] < 0.5 + spread * 0.375)
+        assert mid.any()
+        assert all(len(set(ec[k, :2, :2].flatten().tolist())) == 2 for k in range(16) if mid[k])
     assert "c_dither" not in CONFIGS["small16"].to_json()
     assert ModelConfig.from_dict(json.loads(CONFIGS["small16d"].to_json())) == CONFIGS["small16d"]

@@ -157,10 +157,10 @@ def test_tiled_networks_match_untiled(name, tile):
         assert (y - tiling.decode_tiled(net.decoder, bits, lv, cb, tile, dh)).abs().max().item() <= F64_TOL
 
 
-def test_dither_phase_needs_even_block_tiles():
-    """An encoder that sees its block phase (small16d) counts it from the tile's origin:
-    tiles on the 32-pixel grid match the untiled run, and a tile starting on an odd block
-    would not (so encoder_grid is what keeps them equal)."""
+def test_dithering_needs_tiles_on_even_blocks():
+    """An encoder that dithers its colour codes (small16d) counts the 2x2 pattern from the
+    tile's origin: tiles on the 32-pixel grid match the untiled run (the test above), and a
+    tile starting on an odd block would not (so encoder_grid is what keeps them equal)."""
     cfg = CONFIGS["small16d"]
     assert tiling.encoder_grid(cfg) == 32 and tiling.encoder_halo(cfg) % 32 == 0
     assert tiling.encoder_grid(CONFIGS["small16"]) == 16

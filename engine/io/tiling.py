@@ -109,9 +109,9 @@ def _round_up(x: int, m: int = GRID) -> int:
 
 
 def encoder_grid(cfg) -> int:
-    """What encoder tiles and halos are multiples of: 16, or 32 for a config whose CbCr
-    encoder sees its 16x16 block's phase on a 2x2 grid (``c_dither``, engine/net/model.py
-    block_phase, counted from the tile's origin): a tile must start on an even block."""
+    """What encoder tiles and halos are multiples of: 16, or 32 for a config that dithers
+    its colour codes on a 2x2 pattern of 16x16 blocks (``c_dither``, engine/net/model.py
+    dither_offsets, counted from the tile's origin): a tile must start on an even block."""
     return 2 * GRID if getattr(cfg, "c_dither", False) else GRID
 
 
@@ -132,7 +132,7 @@ def tile_ranges(size: int, tile: int, halo: int, grid: int = GRID) -> list[tuple
     """Cut one padded side into tiles -> [(in0, in1, core0, core1)], pixels.
 
     ``size`` must be a multiple of 16, ``tile`` and ``halo`` of ``grid`` (16, or 32 for an
-    encoder that sees its block phase: :func:`encoder_grid`, so every input range starts
+    encoder that dithers its colour codes: :func:`encoder_grid`, so every input range starts
     on an even block); the cores cover [0, size) without overlap, each input range is its
     core plus ``halo`` each side, clipped to [0, size)."""
     for name, v, g in (("size", size, GRID), ("tile", tile, grid), ("halo", halo, grid)):

@@ -36,14 +36,17 @@ class ModelConfig:
     # codes beside the Y stream's features (the fusion layers), so which code decodes to a
     # block's colour depends on its Y; an encoder blind to Y cannot pick it (issue #29).
     c_sees_y: bool = False
-    # The CbCr encoder also sees the phase of each 16x16 block on a 2x2 grid of blocks (two
-    # fixed +-0.5 planes: block row and block column parity).  A convolutional encoder is
-    # translation equivariant, so on a flat region every block gets the same code and a
-    # colour between two codes' colours cannot be named; with the phase it can give a 2x2
-    # group of blocks different codes, whose decoded mean lands between (ordered dithering
-    # of the codes, issue #29).  Greedy per-block bit flips with the decoder fixed halve
-    # effort 0's flat-patch error (bench note, session 15).
-    c_dither: bool = False
+    # Ordered dithering of the colour codes: each 16x16 block's codes are binarized against
+    # a threshold set by the block's place in a 2x2 Bayer pattern, 0.5 + c_dither * ((b +
+    # 0.5) / 4 - 0.5) for b in [[0, 2], [3, 1]], instead of 0.5 everywhere (0: off).  A
+    # convolutional encoder gives every block of a flat region the same code, so a colour
+    # between two codes' colours could not be named; with the pattern, a code value between
+    # 0 and 1 sets the share of a 2x2 group's blocks whose bit is 1, and the decoder's
+    # upsampling averages them (issue #29: on flat colours, 2x2-periodic codes found by a
+    # search err ~35% less than the best constant code, session 15).  The thresholds are
+    # folded into the encoder's output (ec - threshold + 0.5), so every later stage still
+    # binarizes at 0.5 and the files are ordinary.
+    c_dither: float = 0.0
 
     def __post_init__(self):
         importance.group_size(self.n, self.levels)
@@ -78,8 +81,9 @@ CONFIGS = {
     # small16 with a CbCr encoder that also sees Y (warm-started from small16's weights by
     # widen_state_dict: the Y inputs start at zero)
     "small16y": ModelConfig(m=16, c_sees_y=True),
-    # small16 whose CbCr encoder sees the block phase (ordered dithering of the colour codes)
-    "small16d": ModelConfig(m=16, c_dither=True),
+    # small16 with ordered dithering of its colour codes (thresholds spread over 0.25..0.75)
+    "small16d": ModelConfig(m=16, c_dither=0.5),
+    "small16d1": ModelConfig(m=16, c_dither=1.0),
     # A larger config for a lent GPU's 10-minute run (bench/gpu_train.sh): more Y
     # channels and wider trunks; ~4x the small model's work per pixel.
     "medium": ModelConfig(n=90, levels=16, m=8, c1=48, c2=96, c3=160, cc=64, blocks=3),
@@ -123,14 +127,15 @@ def binarize(x: torch.Tensor) -> torch.Tensor:
     return Binarize.apply(x)
 
 
-def block_phase(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, 2, H, W): +-0.5 by the parity of each pixel's 16x16 block row
-    and block column, counted from the tensor's origin (a tile's origin must be an even
-    block: engine/io/tiling.py keeps its halo a multiple of 32)."""
-    B, _, H, W = x.shape
-    r = ((torch.arange(H, device=x.device) // 16) % 2).to(x.dtype) - 0.5
-    c = ((torch.arange(W, device=x.device) // 16) % 2).to(x.dtype) - 0.5
-    return torch.stack([r.view(H, 1).expand(H, W), c.view(1, W).expand(H, W)]).expand(B, 2, H, W)
+def dither_offsets(ec: torch.Tensor, spread: float) -> torch.Tensor:
+    """(B, m, h, w) colour codes -> (1, 1, h, w): each block's threshold minus 0.5, from the
+    2x2 Bayer pattern [[0, 2], [3, 1]] counted from the tensor's origin (so a tile must
+    start on an even block: engine/io/tiling.py encoder_grid)."""
+    h, w = ec.shape[-2:]
+    r = torch.arange(h, device=ec.device) % 2
+    c = torch.arange(w, device=ec.device) % 2
+    b = (2 * ((r.view(h, 1) + c.view(1, w)) % 2) + r.view(h, 1)).to(ec.dtype)    # [[0, 2], [3, 1]]
+    return (spread * ((b + 0.5) / 4 - 0.5)).view(1, 1, h, w)
 
 
 class Encoder(nn.Module):
@@ -151,7 +156,7 @@ class Encoder(nn.Module):
         self.imp = nn.Sequential(conv(c3, c3 // 2), nn.ReLU(), conv(c3 // 2, 1, 1))
         nn.init.constant_(self.imp[-1].bias, -1.0)  # start near p = 0.27 (level 4 of 16)
         self.c = nn.Sequential(
-            nn.PixelUnshuffle(2), conv(4 * (2 + cfg.c_sees_y + 2 * cfg.c_dither), cc // 2), nn.ReLU(),
+            nn.PixelUnshuffle(2), conv(12 if cfg.c_sees_y else 8, cc // 2), nn.ReLU(),
             conv(cc // 2, cc // 2, 3, 2), nn.ReLU(), ResBlock(cc // 2),
             conv(cc // 2, cc, 3, 2), nn.ReLU(), ResBlock(cc),
             conv(cc, cc, 3, 2), nn.ReLU(), ResBlock(cc),
@@ -160,6 +165,8 @@ class Encoder(nn.Module):
 
     def forward(self, ycc: torch.Tensor):
         e, logit, ec = self.features(ycc)
+        if self.c_dither:    # back in [0, 1], the runners' contract (the same bits at 0.5)
+            ec = ec.clamp(0.0, 1.0)
         return e, torch.sigmoid(logit), ec
 
     def features(self, ycc: torch.Tensor):
@@ -170,9 +177,9 @@ class Encoder(nn.Module):
         logit = self.imp(fy)
         # Y last, so that a warm start from a Y-blind encoder keeps its input channels' order
         xc = torch.cat([x[:, 1:], x[:, :1]], 1) if self.c_sees_y else x[:, 1:]
-        if self.c_dither:
-            xc = torch.cat([xc, block_phase(xc)], 1)
         ec = torch.sigmoid(self.c_head(self.c(xc)))
+        if self.c_dither:
+            ec = ec - dither_offsets(ec, self.c_dither)
         return e, logit, ec
 
     def shift_importance(self, bias: float) -> None:
