@@ -82,6 +82,33 @@ def test_effort_1_keeps_colours_as_jpeg_q10_does(model, quality, jpeg_q10):
             assert ours[kind][stat] <= jpeg_q10[kind][stat], (kind, stat, ours[kind], "JPEG q10:", jpeg_q10[kind])
 
 
+DITHERING_MODEL = "small16v3"
+
+
+def _dithering_rungs() -> list:
+    if not checkpoint.installed(DITHERING_MODEL):
+        return [pytest.param(DITHERING_MODEL, 0, marks=pytest.mark.skip(reason=f"{DITHERING_MODEL} is not installed"))]
+    return _rungs(DITHERING_MODEL)
+
+
+@pytest.mark.parametrize(("model", "quality"), _dithering_rungs())
+def test_the_dithering_model_is_truer_at_effort_0(model, quality, jpeg_q10):
+    """small16v3, the model whose colour codes are dithered (engine/net/model.py c_dither):
+    at effort 0 it holds the suite's thresholds, and from q3 up its flat patches keep their
+    colour as JPEG quality 10 does (measured flat 1.06 / 2.38 at q3 against 1.10 / 4.04; the
+    default small16v2 scores 1.25 / 3.38 there).  Its discs do not yet (0.75..1.04 mean
+    against JPEG's 0.64): README "Colour"."""
+    import engine
+    with engine.Codec(quality=quality, model=model, backend="torch") as codec:
+        ours = colour_suite.suite(lambda ims: colour_suite.codec_roundtrip(codec, ims))
+    for kind in ("flat", "discs"):
+        for stat in ("mean", "worst"):
+            assert ours[kind][stat] <= colour_suite.THRESHOLDS[kind][stat], (kind, ours[kind])
+    if quality >= 3:
+        for stat in ("mean", "worst"):
+            assert ours["flat"][stat] <= jpeg_q10["flat"][stat], (stat, ours["flat"], "JPEG q10:", jpeg_q10["flat"])
+
+
 def test_the_replaced_model_fails_the_suite():
     """The suite tells a colour-blind codec apart: the first shipped model, 8 colour codes
     and photos only, decodes pure blue as dark red."""

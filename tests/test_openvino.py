@@ -254,11 +254,22 @@ def test_every_path_runs_openvino(tiny_builds, tiny_root, tmp_path, monkeypatch)
 
 # ----------------------------------------------------------------------------- shipped model
 
-def test_fp32_gives_the_golden_bytes(request, monkeypatch):
-    """precision="fp32" reproduces the recorded files (tests/golden/<default model>.json,
-    else small.json: q4's version 2 setting) on one image at a time and in a batch."""
+def _golden_models() -> list[str]:
+    """The default model (else small), and small16v3 when installed: its encoder dithers
+    its colour codes (engine/net/model.py dither_offsets), ops the default's graph lacks."""
+    gold = Path(__file__).parent / "golden"
+    out = [DEFAULT_MODEL if (gold / f"{DEFAULT_MODEL}.json").exists() else "small"]
+    from engine.net.checkpoint import installed
+    if "small16v3" not in out and installed("small16v3") and (gold / "small16v3.json").exists():
+        out.append("small16v3")
+    return out
+
+
+@pytest.mark.parametrize("model", _golden_models())
+def test_fp32_gives_the_golden_bytes(request, monkeypatch, model):
+    """precision="fp32" reproduces the recorded files (tests/golden/<model>.json: q4's
+    version 2 setting) on one image at a time and in a batch."""
     from golden_cases import inputs, sha, to_input
-    model = DEFAULT_MODEL if (Path(__file__).parent / "golden" / f"{DEFAULT_MODEL}.json").exists() else "small"
     golden = json.loads((Path(__file__).parent / "golden" / f"{model}.json").read_text())
     out, q = shipped_build(request, model, 4)
     monkeypatch.setenv("ENGINE_BUILD_DIR", str(out))

@@ -81,9 +81,12 @@ CONFIGS = {
     # small16 with a CbCr encoder that also sees Y (warm-started from small16's weights by
     # widen_state_dict: the Y inputs start at zero)
     "small16y": ModelConfig(m=16, c_sees_y=True),
-    # small16 with ordered dithering of its colour codes (thresholds spread over 0.25..0.75)
-    "small16d": ModelConfig(m=16, c_dither=0.5),
-    "small16d1": ModelConfig(m=16, c_dither=1.0),
+    # small16 with 24 colour codes per 16x16 block (a finer palette for flat colours;
+    # warm-started from small16's weights by widen_state_dict)
+    "small24c": ModelConfig(m=24),
+    # small16 with ordered dithering of its colour codes (thresholds 0.125, 0.375, 0.625,
+    # 0.875; a spread of 0.5 was slower to learn in a side-by-side run, session 15)
+    "small16d": ModelConfig(m=16, c_dither=1.0),
     # A larger config for a lent GPU's 10-minute run (bench/gpu_train.sh): more Y
     # channels and wider trunks; ~4x the small model's work per pixel.
     "medium": ModelConfig(n=90, levels=16, m=8, c1=48, c2=96, c3=160, cc=64, blocks=3),
