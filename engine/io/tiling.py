@@ -112,7 +112,7 @@ def encoder_grid(cfg) -> int:
     """What encoder tiles and halos are multiples of: 16, or 32 for a config that dithers
     its colour codes on a 2x2 pattern of 16x16 blocks (``c_dither``, engine/net/model.py
     dither_offsets, counted from the tile's origin): a tile must start on an even block."""
-    return 2 * GRID if getattr(cfg, "c_dither", False) else GRID
+    return 2 * GRID if cfg.c_dither else GRID
 
 
 def encoder_halo(cfg) -> int:

@@ -81,9 +81,6 @@ CONFIGS = {
     # small16 with a CbCr encoder that also sees Y (warm-started from small16's weights by
     # widen_state_dict: the Y inputs start at zero)
     "small16y": ModelConfig(m=16, c_sees_y=True),
-    # small16 with 24 colour codes per 16x16 block (a finer palette for flat colours;
-    # warm-started from small16's weights by widen_state_dict)
-    "small24c": ModelConfig(m=24),
     # small16 with ordered dithering of its colour codes (thresholds 0.125, 0.375, 0.625,
     # 0.875; a spread of 0.5 was slower to learn in a side-by-side run, session 15)
     "small16d": ModelConfig(m=16, c_dither=1.0),
